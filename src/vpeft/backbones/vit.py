@@ -1,0 +1,79 @@
+"""timm `VisionTransformer` (ViT, DeiT, and the MAE / MoCo-v3 / CLIP / DINOv2 variants)."""
+
+from __future__ import annotations
+
+from timm.layers import Attention, Mlp
+from timm.models.vision_transformer import Block, VisionTransformer
+
+from ..errors import UnsupportedBackboneError
+from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot
+
+
+def _fused_qkv_slots(attn: Attention) -> tuple[LinearSlot, LinearSlot, LinearSlot]:
+    width = attn.num_heads * attn.head_dim
+    return tuple(  # type: ignore[return-value]
+        LinearSlot(attn, "qkv", role, slice(i * width, (i + 1) * width))
+        for i, role in enumerate(("q", "k", "v"))
+    )
+
+
+def _block_spec(index: int, block: Block) -> BlockSpec:
+    if type(block) is not Block or type(block.attn) is not Attention:
+        raise UnsupportedBackboneError(
+            f"ViT block {index} is {type(block).__name__} with {type(block.attn).__name__}; "
+            "vpeft supports the standard pre-norm timm Block with fused-qkv Attention"
+        )
+    if block.attn.gate is not None:
+        raise UnsupportedBackboneError("gated ViT attention is not supported")
+    attn = block.attn
+    q, k, v = _fused_qkv_slots(attn)
+    attention = AttentionSpec(
+        module=attn,
+        parent=block,
+        attr="attn",
+        kind="global",
+        num_heads=attn.num_heads,
+        head_dim=attn.head_dim,
+        q=q,
+        k=k,
+        v=v,
+        proj=LinearSlot(attn, "proj", "proj"),
+    )
+    mlp = block.mlp
+    if not isinstance(mlp, Mlp):
+        raise UnsupportedBackboneError(f"ViT block {index} MLP {type(mlp).__name__} unsupported")
+    return BlockSpec(
+        index=index,
+        stage=0,
+        module=block,
+        dim=block.norm1.normalized_shape[0],
+        attention=attention,
+        fc1=LinearSlot(mlp, "fc1", "fc1"),
+        fc2=LinearSlot(mlp, "fc2", "fc2"),
+        mlp_parent=block,
+        mlp_attr="mlp",
+        norms=[block.norm1, block.norm2],
+    )
+
+
+def describe_vit(model: VisionTransformer) -> BackboneSpec:
+    """Describe a timm VisionTransformer."""
+    if getattr(model, "attn_pool", None) is not None:
+        raise UnsupportedBackboneError("ViT with attention pooling (MAP head) is not supported")
+    patch = model.patch_embed.patch_size
+    finals = [m for m in (model.norm, model.fc_norm) if m is not None and m.__class__.__name__ != "Identity"]
+    return BackboneSpec(
+        family="vit",
+        model=model,
+        blocks=[_block_spec(i, b) for i, b in enumerate(model.blocks)],
+        embed_dim=model.embed_dim,
+        num_features=model.num_features,
+        patch_size=int(patch[0]),
+        num_prefix_tokens=model.num_prefix_tokens,
+        patch_embed=model.patch_embed,
+        cls_token=model.cls_token,
+        pos_embed=model.pos_embed,
+        final_norms=finals,
+        stage_dims=[model.embed_dim],
+        token_layout="sequence",
+    )

@@ -1,0 +1,135 @@
+"""`AdaptedLayer`: the one wrapper every method uses to attach trainable pieces to a frozen layer.
+
+    y = base(x, ...) + Σ_parallel pad_rows(branch(x))      (parallel branches, e.g. LoRA)
+    y[rows] = post(y[rows])  for each sequential module    (e.g. Houlsby adapter, SSF)
+
+Several methods can attach to the same layer (composition), and branches can target a row range
+(the q, k or v part of a fused qkv projection). Branches that expose `delta_weight()` (parallel)
+or `affine()` (sequential) can be merged back into a plain `nn.Linear` / norm layer.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import VpeftError
+
+
+class NotMergeableError(VpeftError):
+    """Raised when a layer carries a trainable piece that cannot be folded into weights."""
+
+
+class AdaptedLayer(nn.Module):
+    """A frozen `base` module plus parallel and sequential trainable pieces."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.parallel = nn.ModuleDict()
+        self.sequential = nn.ModuleDict()
+        self._rows: dict[str, slice | None] = {}
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def wrap(cls, parent: nn.Module, attr: str) -> AdaptedLayer:
+        """Return the wrapper at `parent.attr`, installing one if the layer is still plain."""
+        module = getattr(parent, attr)
+        if isinstance(module, AdaptedLayer):
+            return module
+        wrapper = cls(module)
+        setattr(parent, attr, wrapper)
+        return wrapper
+
+    def _key(self, name: str, table: nn.ModuleDict) -> str:
+        key, n = name, 1
+        while key in table:
+            n += 1
+            key = f"{name}_{n}"
+        return key
+
+    def add_parallel(self, name: str, branch: nn.Module, rows: slice | None = None) -> str:
+        """Add `branch(x)` to the output rows `rows` (all rows when None)."""
+        key = self._key(name, self.parallel)
+        self.parallel[key] = branch
+        self._rows[f"p.{key}"] = rows
+        return key
+
+    def add_sequential(self, name: str, module: nn.Module, rows: slice | None = None) -> str:
+        """Apply `module` to the output rows `rows` after the base and parallel branches."""
+        key = self._key(name, self.sequential)
+        self.sequential[key] = module
+        self._rows[f"s.{key}"] = rows
+        return key
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        y = self.base(x, *args, **kwargs)
+        for key, branch in self.parallel.items():
+            y = _add_rows(y, branch(x), self._rows[f"p.{key}"])
+        for key, module in self.sequential.items():
+            rows = self._rows[f"s.{key}"]
+            y = module(y) if rows is None else _replace_rows(y, module(y[..., rows]), rows)
+        return y
+
+    # -- merge ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def merged(self) -> nn.Module:
+        """A plain copy of `base` with every piece folded in (raises if one cannot be)."""
+        base = self.base.merged() if isinstance(self.base, AdaptedLayer) else self.base
+        if not self.parallel and not self.sequential:
+            return base
+        if not isinstance(base, nn.Linear | nn.LayerNorm | nn.Conv2d):
+            raise NotMergeableError(f"cannot merge into a {type(base).__name__}")
+        weight = base.weight.detach().clone()
+        out_features = weight.shape[0]
+        bias = (
+            base.bias.detach().clone()
+            if base.bias is not None
+            else torch.zeros(out_features, dtype=weight.dtype, device=weight.device)
+        )
+        for key, branch in self.parallel.items():
+            if not hasattr(branch, "delta_weight") or not isinstance(base, nn.Linear):
+                raise NotMergeableError(f"parallel branch {type(branch).__name__} not mergeable")
+            rows = self._rows[f"p.{key}"] or slice(0, out_features)
+            weight[rows] += branch.delta_weight().to(weight.dtype)
+            if hasattr(branch, "delta_bias"):
+                bias[rows] += branch.delta_bias().to(bias.dtype)
+        for key, module in self.sequential.items():
+            if not hasattr(module, "affine"):
+                raise NotMergeableError(f"sequential {type(module).__name__} is not mergeable")
+            rows = self._rows[f"s.{key}"] or slice(0, out_features)
+            scale, shift = module.affine()
+            weight[rows] *= scale.to(weight.dtype).view(-1, *([1] * (weight.dim() - 1)))
+            bias[rows] = bias[rows] * scale.to(bias.dtype) + shift.to(bias.dtype)
+        plain = copy.deepcopy(base)
+        plain.weight.copy_(weight)
+        if plain.bias is None:
+            plain.bias = nn.Parameter(bias, requires_grad=False)
+        else:
+            plain.bias.copy_(bias)
+        plain.requires_grad_(False)
+        return plain
+
+
+def _add_rows(y: torch.Tensor, delta: torch.Tensor, rows: slice | None) -> torch.Tensor:
+    if rows is None:
+        return y + delta
+    width = y.shape[-1]
+    return y + F.pad(delta, (rows.start, width - rows.stop))
+
+
+def _replace_rows(y: torch.Tensor, new: torch.Tensor, rows: slice) -> torch.Tensor:
+    return torch.cat([y[..., : rows.start], new, y[..., rows.stop :]], dim=-1)
+
+
+def unwrap_all(root: nn.Module) -> None:
+    """Replace every `AdaptedLayer` under `root` by its merged plain layer, in place."""
+    for name, child in list(root.named_children()):
+        if isinstance(child, AdaptedLayer):
+            child = child.merged()
+            setattr(root, name, child)
+        unwrap_all(child)

@@ -1,0 +1,3 @@
+"""Importing this module registers every method shipped with vpeft."""
+
+from . import lora, selective  # noqa: F401

@@ -1,0 +1,19 @@
+"""Test-wide settings: one intra-op thread per worker (xdist runs one worker per core;
+more threads only oversubscribe the cores and make tiny-model steps ~10x slower)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("VPEFT_TEST_THREADS", "1")))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Keep caches written by tests out of the user's home."""
+    if "VPEFT_CACHE" not in os.environ:
+        monkeypatch.setenv("VPEFT_CACHE", str(tmp_path_factory.getbasetemp() / "vpeft-cache"))
+    yield
