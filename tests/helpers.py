@@ -21,8 +21,13 @@ def tiny_vit(seed: int = 0, **kw: object) -> nn.Module:
 def tiny_swin(seed: int = 0, **kw: object) -> nn.Module:
     torch.manual_seed(seed)
     args = dict(
-        img_size=IMG, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2),
-        num_heads=(2, 4), num_classes=0,
+        img_size=IMG,
+        patch_size=2,
+        window_size=4,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        num_classes=0,
     )
     args.update(kw)
     return timm.create_model("swin_tiny_patch4_window7_224", **args)
@@ -38,8 +43,12 @@ def tiny_convnext(seed: int = 0, **kw: object) -> nn.Module:
 def tiny_pvt(seed: int = 0, **kw: object) -> nn.Module:
     torch.manual_seed(seed)
     args = dict(
-        embed_dims=(16, 32), depths=(1, 2), num_heads=(1, 2),
-        mlp_ratios=(2, 2), sr_ratios=(2, 1), num_classes=0,
+        embed_dims=(16, 32),
+        depths=(1, 2),
+        num_heads=(1, 2),
+        mlp_ratios=(2, 2),
+        sr_ratios=(2, 1),
+        num_classes=0,
     )
     args.update(kw)
     return timm.create_model("pvt_v2_b0", **args)

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .errors import (
     AdapterFileError,
     BudgetError,
     ConfigError,
@@ -11,8 +11,9 @@ from .errors import (  # noqa: E402
     UnsupportedBackboneError,
     VpeftError,
 )
-from .methods import available_methods, get_method  # noqa: E402
-from .model import PeftModel, Summary, apply, create_backbone, load  # noqa: E402
+from .factory import create_backbone
+from .methods import available_methods, get_method
+from .model import PeftModel, Summary, apply, load
 
 __all__ = [
     "AdapterFileError",

@@ -37,7 +37,9 @@ def fingerprint(named_tensors: dict[str, torch.Tensor], samples: int = 1024) -> 
     return digest.hexdigest()[:32]
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def write_safetensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     """Write tensors + JSON metadata atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

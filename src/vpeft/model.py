@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -176,20 +175,68 @@ def apply(
         if num_classes is None:
             raise ConfigError("num_classes is required when adapting a plain backbone")
         spec = describe(model)  # clear error on unsupported backbones, before any change
+        if info.backbones is not None and spec.family not in info.backbones:
+            raise _unsupported(method, spec.family, info.backbones)
+        undo = _HeadUndo(model)
         model.reset_classifier(num_classes)
         fp = fingerprint(frozen_state(model, exclude=spec.classifier()))
         model.requires_grad_(False)
         pm = PeftModel(model, num_classes, fp)
         pm.head.requires_grad_(True)
+        try:
+            _install(pm, info, method, config)
+        except BaseException:
+            undo.restore()  # a failed install leaves the user's model as it was given
+            raise
+        return pm
     if info.backbones is not None and pm.spec.family not in info.backbones:
         raise _unsupported(method, pm.spec.family, info.backbones)
+    _install(pm, info, method, config)
+    return pm
+
+
+class _HeadUndo:
+    """Remembers a plain model's classifier and requires_grad flags to undo a failed apply()."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.flags = [(p, p.requires_grad) for p in model.parameters()]
+        self.num_classes = getattr(model, "num_classes", None)
+        head = model.get_classifier()
+        self.slot = next(
+            (
+                (parent, name)
+                for parent in model.modules()
+                for name, child in parent.named_children()
+                if child is head
+            ),
+            None,
+        )
+        self.head = head
+
+    def restore(self) -> None:
+        if self.slot is not None:
+            setattr(self.slot[0], self.slot[1], self.head)
+        if self.num_classes is not None:
+            self.model.num_classes = self.num_classes
+        for p, flag in self.flags:
+            p.requires_grad_(flag)
+
+
+def _install(pm: PeftModel, info: Any, method: str, config: Any) -> None:
     ctx = InstallContext(pm.model, pm.spec, method, pm.num_classes)
     info.install(ctx, config)
     if ctx.forward_override is not None:
+        if pm.forward_override is not None:
+            raise ConfigError(
+                f"method {method!r} replaces the model's forward, which "
+                f"{type(pm.forward_override).__name__} already does; apply only one "
+                "feature-extracting method (vqt, head2toe) per model"
+            )
         pm.forward_override = ctx.forward_override
-        pm._custom_head = ctx.head
+        # a plain reference: the head is a submodule of forward_override (named once there)
+        object.__setattr__(pm, "_custom_head", ctx.head)
     pm.methods.append(AppliedMethod(method, config))
-    return pm
 
 
 def _unsupported(method: str, family: str, families: tuple[str, ...]) -> VpeftError:
@@ -227,7 +274,7 @@ def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> 
     for i, entry in enumerate(meta["methods"]):
         info = get_method(entry["name"])
         prefix = f"__config__.{i}."
-        extra = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
+        extra = {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}
         options = info.config.from_saved(entry["options"], extra)
         pm = apply(pm, entry["name"], num_classes=meta["num_classes"], **options)
     assert isinstance(pm, PeftModel)
@@ -250,19 +297,3 @@ def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> 
                 )
             param.copy_(value.to(param.dtype))
     return pm
-
-
-def create_backbone(name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
-    """Build a timm backbone by name with random weights, or pretrained from a local file."""
-    try:
-        if weights is None:
-            return timm.create_model(name, pretrained=False, **kwargs)
-        return timm.create_model(
-            name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
-        )
-    except RuntimeError as err:
-        if "Unknown model" in str(err):
-            from .errors import UnsupportedBackboneError
-
-            raise UnsupportedBackboneError(f"unknown timm model {name!r}") from None
-        raise

@@ -35,7 +35,9 @@ def perturb_trainables(pm: vpeft.PeftModel, seed: int = 7, std: float = 0.05) ->
             p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
 
 
-def check_identity_at_init(method: str, factory: Factory, atol: float = 1e-6, **options: Any) -> None:
+def check_identity_at_init(
+    method: str, factory: Factory, atol: float = 1e-6, **options: Any
+) -> None:
     """Installing the method must not change the outputs (same head on both)."""
     reference = factory(0)
     pm = build(method, factory, **options)
@@ -57,7 +59,8 @@ def check_training_moves_only_trainables(
     trainable = pm.trainable_parameters()
     assert trainable, "method trains nothing"
     frozen_before = {
-        n: t.detach().clone() for n, t in pm.state_dict(keep_vars=True).items()
+        n: t.detach().clone()
+        for n, t in pm.state_dict(keep_vars=True).items()
         if n not in trainable
     }
     start = {n: p.detach().clone() for n, p in trainable.items()}

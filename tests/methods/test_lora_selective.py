@@ -63,7 +63,11 @@ def test_selective_closed_form_counts() -> None:
     factory = tiny_vit
     model = factory(0)
     spec = vpeft.backbones.describe(model)
-    biases = sum(m.bias.numel() for m in model.modules() if isinstance(getattr(m, "bias", None), nn.Parameter))
+    biases = sum(
+        m.bias.numel()
+        for m in model.modules()
+        if isinstance(getattr(m, "bias", None), nn.Parameter)
+    )
     norms = sum(checks.count(m) for m in model.modules() if isinstance(m, nn.LayerNorm))
     assert checks.trainable_encoder("bitfit", factory) == biases
     assert checks.trainable_encoder("norm", factory) == norms
@@ -81,7 +85,8 @@ def test_bitfit_on_swin_includes_patch_merging_and_embedding_biases() -> None:
     trained = pm.trainable_parameters()
     assert "model.patch_embed.proj.bias" in trained
     merge_biases = [
-        n for n, m in pm.model.named_modules()
+        n
+        for n, m in pm.model.named_modules()
         if type(m).__name__ == "PatchMerging" and m.reduction.bias is not None
     ]
     norm_bias = [n for n in trained if n.startswith("model.layers.1.downsample.norm")]
@@ -157,3 +162,14 @@ def test_composition_of_two_methods(tmp_path) -> None:
     torch.testing.assert_close(loaded(x), pm(x), atol=0, rtol=0)
     plain = pm.merge()
     torch.testing.assert_close(plain.eval()(x), pm(x), atol=1e-5, rtol=1e-5)
+
+
+def test_failed_apply_leaves_the_model_unchanged() -> None:
+    model = BACKBONES["convnext"]()
+    model.reset_classifier(7)
+    head = model.get_classifier()
+    flags = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(vpeft.UnsupportedBackboneError):
+        vpeft.apply(model, "lora", num_classes=2)
+    assert model.get_classifier() is head and model.num_classes == 7
+    assert [p.requires_grad for p in model.parameters()] == flags

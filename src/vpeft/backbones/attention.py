@@ -45,6 +45,23 @@ def attend(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
 
 
+def prepend_keys(extra: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """[extra; keys] on the token axis; `extra` (1 or B, H, p, d) is broadcast over the batch."""
+    extra = extra.to(keys.dtype).expand(keys.shape[0], -1, -1, -1)
+    return torch.cat([extra, keys], dim=2)
+
+
+def pad_key_columns(bias: torch.Tensor | None, extra: int) -> torch.Tensor | None:
+    """Left-pad the key axis of an additive bias (0) or boolean mask (True) for `extra` keys.
+
+    Every query may then attend to the `extra` prepended keys with no bias.
+    """
+    if bias is None:
+        return None
+    fill = True if bias.dtype == torch.bool else 0.0
+    return F.pad(bias, (extra, 0), value=fill)
+
+
 class AttentionOps:
     """The three operations for one attention module (global multi-head attention, ViT)."""
 
@@ -60,13 +77,45 @@ class AttentionOps:
         return float(self.module.attn_drop.p) if self.module.training else 0.0
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.split_qkv(self.module.qkv(x))
+
+    def split_qkv(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v (B, H, N, d) from the output (B, N, 3·H·d) of the module's fused `qkv` layer.
+
+        Lets a method re-use the projections the backbone already computed (VQT reads the
+        frozen keys and values of every block from a forward hook on `qkv`).
+        """
         m = self.module
-        q, k, v = (split_heads(t, m.num_heads) for t in m.qkv(x).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, m.num_heads) for t in fused.chunk(3, dim=-1))
         return m.q_norm(q), m.k_norm(k), v
 
     def output(self, o: torch.Tensor) -> torch.Tensor:
         m = self.module
         return m.proj_drop(m.proj(m.norm(merge_heads(o))))
+
+    def key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, N, d) of tokens `x` (B, N, C) through the module's projections."""
+        _, k, v = self.qkv(x)
+        return k, v
+
+    def forward_extra_kv(
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        """The module's forward with p extra keys/values (1|B, H, p, d) that every query sees."""
+        if is_causal:
+            raise UnsupportedBackboneError(
+                "causal attention with extra keys/values (prompts, prefixes) is not supported; "
+                "pass an explicit attn_mask instead"
+            )
+        q, k, v = self.qkv(x)
+        bias = pad_key_columns(attn_mask, k_extra.shape[2])
+        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        return self.output(attend(q, k, v, self.scale, bias, self.dropout_p()))
 
 
 class WindowAttentionOps(AttentionOps):
@@ -85,6 +134,33 @@ class WindowAttentionOps(AttentionOps):
         m = self.module
         return m.proj_drop(m.proj(merge_heads(o)))
 
+    def window_bias(self, mask: torch.Tensor | None, batch_windows: int) -> torch.Tensor:
+        """Additive bias (B·nW or 1, H, N, N): relative-position bias + the shift mask.
+
+        `mask` is the block's (nW, N, N) 0/-100 shift mask (None without shift); windows are
+        ordered batch-major, as `window_partition` lays them out.
+        """
+        bias = self.position_bias()
+        if mask is None:
+            return bias
+        num_windows, n, _ = mask.shape
+        both = bias.unsqueeze(1) + mask.to(bias.dtype).unsqueeze(1).unsqueeze(0)  # 1, nW, H, N, N
+        both = both.expand(batch_windows // num_windows, -1, -1, -1, -1)
+        return both.reshape(batch_windows, -1, n, n)
+
+    def forward_extra_kv(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Window attention where every window also sees p extra keys/values (zero bias/mask)."""
+        q, k, v = self.qkv(x)
+        bias = pad_key_columns(self.window_bias(mask, x.shape[0]), k_extra.shape[2])
+        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        return self.output(attend(q, k, v, self.scale, bias, self.dropout_p()))
+
 
 class SpatialReductionOps(AttentionOps):
     """PVT-v2 attention: queries from all tokens, keys/values from a spatially reduced map."""
@@ -92,7 +168,7 @@ class SpatialReductionOps(AttentionOps):
     def reduce(self, x: torch.Tensor, feat_size: list[int]) -> torch.Tensor:
         """The tokens keys and values are computed from (B, N', C)."""
         m = self.module
-        b, n, c = x.shape
+        b, _, c = x.shape
         if m.pool is not None:
             grid = x.permute(0, 2, 1).reshape(b, c, *feat_size)
             return m.act(m.norm(m.sr(m.pool(grid)).reshape(b, c, -1).permute(0, 2, 1)))
@@ -115,6 +191,24 @@ class SpatialReductionOps(AttentionOps):
     def output(self, o: torch.Tensor) -> torch.Tensor:
         m = self.module
         return m.proj_drop(m.proj(merge_heads(o)))
+
+    def key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of tokens that already live in the reduced space (after sr + norm)."""
+        m = self.module
+        k, v = (split_heads(t, m.num_heads) for t in m.kv(x).chunk(2, -1))
+        return k, v
+
+    def forward_extra_kv(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        feat_size: list[int],
+    ) -> torch.Tensor:
+        """Spatial-reduction attention with p extra keys/values appended after the reduction."""
+        q, k, v = self.qkv_reduced(x, feat_size)
+        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        return self.output(attend(q, k, v, self.scale, None, self.dropout_p()))
 
 
 _OPS: dict[str, type[AttentionOps]] = {

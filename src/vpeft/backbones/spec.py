@@ -144,9 +144,7 @@ class BackboneSpec:
         head = self.classifier()
         head_ids = {id(m) for m in head.modules()}
         return [
-            m
-            for m in self.model.modules()
-            if isinstance(m, NORM_TYPES) and id(m) not in head_ids
+            m for m in self.model.modules() if isinstance(m, NORM_TYPES) and id(m) not in head_ids
         ]
 
 

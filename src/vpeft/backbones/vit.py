@@ -61,7 +61,11 @@ def describe_vit(model: VisionTransformer) -> BackboneSpec:
     if getattr(model, "attn_pool", None) is not None:
         raise UnsupportedBackboneError("ViT with attention pooling (MAP head) is not supported")
     patch = model.patch_embed.patch_size
-    finals = [m for m in (model.norm, model.fc_norm) if m is not None and m.__class__.__name__ != "Identity"]
+    finals = [
+        m
+        for m in (model.norm, model.fc_norm)
+        if m is not None and m.__class__.__name__ != "Identity"
+    ]
     return BackboneSpec(
         family="vit",
         model=model,

@@ -37,9 +37,7 @@ def rotate(dx: Array, dy: Array, angle: Array) -> tuple[Array, Array]:
     return c * dx + s * dy, -s * dx + c * dy
 
 
-def object_frame(
-    size: int, cx: Array, cy: Array, angle: Array
-) -> tuple[Array, Array]:
+def object_frame(size: int, cx: Array, cy: Array, angle: Array) -> tuple[Array, Array]:
     """Rotated pixel offsets from each object's centre, shape ``(n, size, size)``."""
     x, y = pixel_grid(size)
     return rotate(x - col(cx), y - col(cy), angle)
@@ -118,9 +116,7 @@ SHAPES: dict[str, SdfFn] = {
         sd_polygon(u, -(v - 0.05) * 1.0, 3, 0.95),
     ),
     "crescent": lambda u, v: _subtract(sd_circle(u, v, 0.95), sd_circle(u - 0.45, v, 0.75)),
-    "arrow": lambda u, v: _union(
-        sd_box(u + 0.3, v, 0.6, 0.18), sd_polygon(-(v), u - 0.35, 3, 0.6)
-    ),
+    "arrow": lambda u, v: _union(sd_box(u + 0.3, v, 0.6, 0.18), sd_polygon(-(v), u - 0.35, 3, 0.6)),
     "ellipse": lambda u, v: sd_ellipse(u, v, 1.0, 0.5),
     "ell": lambda u, v: _union(sd_box(u + 0.55, v, 0.25, 0.9), sd_box(u, v - 0.65, 0.8, 0.25)),
     "star4": lambda u, v: sd_star(u, v, 4, 0.35),
@@ -136,7 +132,8 @@ SHAPES: dict[str, SdfFn] = {
 
 SOURCE_SHAPES = ("circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "ring")
 NOVEL_SHAPES = (
-    "heart", "crescent", "arrow", "ellipse", "ell", "star4", "rhombus", "semicircle", "tee", "frame",
+    "heart", "crescent", "arrow", "ellipse", "ell", "star4", "rhombus", "semicircle", "tee",
+    "frame",
 )  # fmt: skip
 ELONGATED_SHAPES = ("bar", "capsule", "spindle")
 
@@ -324,7 +321,9 @@ def luminance(rgb: Array) -> Array:
     return rgb @ np.array([0.299, 0.587, 0.114], dtype=F32)
 
 
-def random_colours(rng: np.random.Generator, n: int, sat: tuple[float, float] = (0.0, 1.0)) -> Array:
+def random_colours(
+    rng: np.random.Generator, n: int, sat: tuple[float, float] = (0.0, 1.0)
+) -> Array:
     """Random colours of any hue, ``(n, 3)``."""
     return hsv_to_rgb(rng.random(n), rng.uniform(*sat, n), rng.uniform(0.1, 1.0, n))
 
@@ -342,7 +341,9 @@ def contrasting_colours(
     out = np.empty((n, 3), dtype=F32)
     todo = np.arange(n)
     for _ in range(12):
-        cand = hsv_to_rgb(hues[todo], rng.uniform(0.45, 1.0, todo.size), rng.uniform(0.2, 1.0, todo.size))
+        cand = hsv_to_rgb(
+            hues[todo], rng.uniform(0.45, 1.0, todo.size), rng.uniform(0.2, 1.0, todo.size)
+        )
         ok = np.abs(luminance(cand) - ref[todo]) >= min_contrast
         out[todo[ok]] = cand[ok]
         todo = todo[~ok]
@@ -365,9 +366,10 @@ def colormap(values: Array, stops: Array) -> Array:
 # --------------------------------------------------------------------------- backgrounds
 
 
-def background(rng: np.random.Generator, n: int, size: int) -> Array:
-    """Varied backgrounds ``(n, size, size, 3)``: plain, gradient, smooth noise or faint texture."""
-    kind = rng.integers(0, 4, n)
+def background(rng: np.random.Generator, n: int, size: int, textured: bool = True) -> Array:
+    """Varied backgrounds ``(n, size, size, 3)``: plain, gradient, smooth noise or (if
+    ``textured``) a faint texture."""
+    kind = rng.integers(0, 4 if textured else 3, n)
     base = random_colours(rng, n)
     other = np.clip(base + rng.normal(0.0, 0.18, (n, 3)).astype(F32), 0.0, 1.0)
     weight = np.zeros((n, size, size), dtype=F32)
@@ -385,7 +387,7 @@ def background(rng: np.random.Generator, n: int, size: int) -> Array:
         k = int(m.sum())
         names = ("stripes", "checker", "dots", "waves", "grid")
         u, v = object_frame(size, np.zeros(k), np.zeros(k), rng.uniform(0, np.pi, k))
-        weight[m] = texture_weight(names, rng.integers(0, len(names), k), u, v, rng) * 0.5
+        weight[m] = texture_weight(names, rng.integers(0, len(names), k), u, v, rng) * 0.4
     return mix(base, other, weight)
 
 
@@ -396,7 +398,7 @@ def mix(c1: Array, c2: Array, weight: Array) -> Array:
 
 
 def paint(image: Array, alpha: Array, colour: Array) -> Array:
-    """Composite ``colour`` (``(n, 3)`` or ``(n, H, W, 3)``) over ``image`` with coverage ``alpha``."""
+    """Composite ``colour`` (per image or per pixel) over ``image`` with coverage ``alpha``."""
     if colour.ndim == 2:
         colour = colour[:, None, None, :]
     a = alpha[..., None]
@@ -416,6 +418,22 @@ def segment_distance(size: int, starts: Array, ends: Array) -> Array:
     t = np.clip(((px - ax) * dx + (py - ay) * dy) / np.maximum(dx * dx + dy * dy, 1e-6), 0, 1)
     d = _length(px - ax - t * dx, py - ay - t * dy)
     return d.min(axis=1).astype(F32)
+
+
+def convex_coverage(corners: Array, size: int) -> Array:
+    """Anti-aliased coverage ``(n, size, size)`` of convex polygons with corners ``(n, k, 2)``
+    listed in order around the polygon (either direction)."""
+    x, y = pixel_grid(size)
+    nxt = np.roll(corners, -1, axis=1)
+    ex, ey = nxt[..., 0] - corners[..., 0], nxt[..., 1] - corners[..., 1]
+    area = (corners[..., 0] * nxt[..., 1] - nxt[..., 0] * corners[..., 1]).sum(axis=1)
+    sign = np.where(area >= 0, 1.0, -1.0)[:, None]
+    length = np.maximum(np.hypot(ex, ey), 1e-6)
+    # Outward normals; the distance to the polygon is the largest distance to an edge line.
+    nx, ny = (ey * sign / length)[..., None, None], (-ex * sign / length)[..., None, None]
+    px, py = corners[..., 0, None, None], corners[..., 1, None, None]
+    dist = ((x[:, None] - px) * nx + (y[:, None] - py) * ny).max(axis=1)
+    return coverage(dist.astype(F32))
 
 
 # --------------------------------------------------------------------------- degradations

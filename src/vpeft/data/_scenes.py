@@ -100,11 +100,11 @@ def coloured_object_scene(
     shape_ids: Array,
     texture_ids: Array,
     hues: Array | None = None,
-    radius: tuple[float, float] = (6.0, 11.0),
+    radius: tuple[float, float] = (7.0, 12.0),
 ) -> Array:
     """One textured object (plus maybe a distractor) on a varied background, float images."""
     n = shape_ids.shape[0]
-    image = add_distractor(rng, R.background(rng, n, SIZE))
+    image = add_distractor(rng, R.background(rng, n, SIZE), p=0.3)
     pose = random_pose(rng, n, radius)
     colour = R.contrasting_colours(rng, mean_colour(image), hues)
     fill = textured_fill(rng, R.SOURCE_TEXTURES, texture_ids, pose, colour)
@@ -149,8 +149,9 @@ TEXTURE_CLASSES = (
 def render_textures(rng: np.random.Generator, labels: Array, role: str) -> Array:
     """Natural: full-frame textures with random colours, orientation, scale and lighting."""
     n = labels.shape[0]
-    u, v = R.object_frame(SIZE, rng.uniform(0, SIZE, n), rng.uniform(0, SIZE, n),
-                          rng.uniform(0, TWO_PI, n))
+    u, v = R.object_frame(
+        SIZE, rng.uniform(0, SIZE, n), rng.uniform(0, SIZE, n), rng.uniform(0, TWO_PI, n)
+    )
     zoom = col(rng.uniform(0.8, 1.25, n))
     weight = R.texture_weight(TEXTURE_CLASSES, labels, u * zoom, v * zoom, rng)
     c1 = R.random_colours(rng, n)
@@ -201,21 +202,21 @@ def render_digits(rng: np.random.Generator, labels: Array, role: str) -> Array:
     images, _ = _digit_bank()
     n = labels.shape[0]
     glyphs = images[pick_digits(rng, labels, role)]
-    scale = rng.uniform(2.0, 3.2, n)  # output pixels per digit pixel
+    scale = rng.uniform(2.5, 3.5, n)  # output pixels per digit pixel
     half = 4.0 * scale * 0.8
     pose = Pose(
         cx=rng.uniform(half, SIZE - half).astype(F32),
         cy=rng.uniform(half, SIZE - half).astype(F32),
-        angle=rng.uniform(-0.3, 0.3, n).astype(F32),
+        angle=rng.uniform(-0.2, 0.2, n).astype(F32),
         radius=scale.astype(F32),
     )
     u, v = R.object_frame(SIZE, pose.cx, pose.cy, pose.angle)
-    u = u + col(rng.uniform(-0.25, 0.25, n)) * v  # shear
+    u = u + col(rng.uniform(-0.15, 0.15, n)) * v  # shear
     ink = R.bilinear(glyphs, v / col(scale) + 4.0, u / col(scale) + 4.0, outside=0.0)
     ink = np.clip(ink * col(rng.uniform(1.0, 1.6, n)), 0.0, 1.0)
     image = R.background(rng, n, SIZE)
     colour = R.contrasting_colours(rng, mean_colour(image), min_contrast=0.3)
-    return finish(rng, R.paint(image, ink, colour), (0.0, 0.05))
+    return finish(rng, R.paint(image, ink, colour), (0.0, 0.04))
 
 
 # --------------------------------------------------------------------------- specialized
@@ -235,9 +236,9 @@ def render_xray(rng: np.random.Generator, labels: Array, role: str) -> Array:
     grain = R.texture_weight(R.SOURCE_TEXTURES, rng.integers(0, 4, n), u, v, rng)
     density += solid * col(rng.uniform(0.3, 0.6, n)) * (1.0 - 0.35 * grain)
     grey = 1.0 - np.exp(-1.6 * density)  # bright where dense, as on a radiograph
-    grey = R.blur(grey, rng.uniform(0.5, 1.3, n))
+    grey = R.blur(grey, rng.uniform(0.4, 1.0, n))
     image = np.repeat(grey[..., None], 3, axis=-1) * np.array([0.92, 0.97, 1.0], dtype=F32)
-    return finish(rng, image, (0.03, 0.09))
+    return finish(rng, image, (0.02, 0.07))
 
 
 IRONBOW = np.array(
@@ -275,23 +276,23 @@ def _unit_frame(pose: Pose) -> tuple[Array, Array]:
 
 def plain_object(
     rng: np.random.Generator, image: Array, pose: Pose, shapes: tuple[str, ...] = R.SOURCE_SHAPES
-) -> tuple[Array, Array]:
-    """Paint one plain, contrasting object of a random shape; returns (image, coverage)."""
+) -> Array:
+    """Paint one plain object of a random shape, contrasting with the image's mean colour."""
     n = image.shape[0]
     alpha = shape_alpha(shapes, rng.integers(0, len(shapes), n), pose)
     colour = R.contrasting_colours(rng, mean_colour(image), min_contrast=0.3)
-    return R.paint(image, alpha, colour), alpha
+    return R.paint(image, alpha, colour)
 
 
 def place_apart(rng: np.random.Generator, radii: Array, tries: int = 40) -> tuple[Array, Array]:
     """Centres ``(n, k)`` for ``k`` objects per image whose discs do not overlap (best effort)."""
-    n, k = radii.shape
+    k = radii.shape[1]
     cx = rng.uniform(radii, SIZE - radii).astype(F32)
     cy = rng.uniform(radii, SIZE - radii).astype(F32)
     for j in range(1, k):
         for _ in range(tries):
-            gap = np.hypot(cx[:, :j] - cx[:, j:j + 1], cy[:, :j] - cy[:, j:j + 1])
-            clash = (gap < radii[:, :j] + radii[:, j:j + 1] + 1.0).any(axis=1)
+            gap = np.hypot(cx[:, :j] - cx[:, j : j + 1], cy[:, :j] - cy[:, j : j + 1])
+            clash = (gap < radii[:, :j] + radii[:, j : j + 1] + 1.0).any(axis=1)
             if not clash.any():
                 break
             r = radii[clash, j]
@@ -308,29 +309,29 @@ def render_count(rng: np.random.Generator, labels: Array, role: str) -> Array:
     image = R.background(rng, n, SIZE)
     for j in range(k):
         pose = Pose(cx[:, j], cy[:, j], rng.uniform(0, TWO_PI, n).astype(F32), radii[:, j])
-        drawn, alpha = plain_object(rng, image, pose)
+        drawn = plain_object(rng, image, pose)
         present = (labels >= j).astype(F32)[:, None, None, None]
         image = image * (1 - present) + drawn * present
     return finish(rng, image, (0.0, 0.04))
 
 
-POSITION_BINS = 8
+POSITION_BINS = 6
 POSITION_RANGE = (5.0, 27.0)
 
 
 def render_position(rng: np.random.Generator, labels: Array, role: str) -> Array:
-    """Structured: horizontal position bin (8 bins) of the single object."""
+    """Structured: horizontal position bin (6 bins) of the single object."""
     n = labels.shape[0]
     lo, hi = POSITION_RANGE
     width = (hi - lo) / POSITION_BINS
-    radius = rng.uniform(3.0, 6.5, n).astype(F32)
+    radius = rng.uniform(3.5, 6.5, n).astype(F32)
     pose = Pose(
         cx=(lo + (labels + rng.random(n)) * width).astype(F32),
         cy=rng.uniform(radius, SIZE - radius).astype(F32),
         angle=rng.uniform(0, TWO_PI, n).astype(F32),
         radius=radius,
     )
-    image, _ = plain_object(rng, R.background(rng, n, SIZE), pose)
+    image = plain_object(rng, R.background(rng, n, SIZE, textured=False), pose)
     return finish(rng, image, (0.0, 0.04))
 
 
@@ -348,7 +349,7 @@ def render_orientation(rng: np.random.Generator, labels: Array, role: str) -> Ar
         angle=angle.astype(F32),
         radius=radius,
     )
-    image, _ = plain_object(rng, R.background(rng, n, SIZE), pose, R.ELONGATED_SHAPES)
+    image = plain_object(rng, R.background(rng, n, SIZE), pose, R.ELONGATED_SHAPES)
     return finish(rng, add_distractor(rng, image), (0.0, 0.04))
 
 
@@ -365,7 +366,9 @@ def ground_scene(rng: np.random.Generator, n: int, horizon: Array) -> Array:
     sky = R.mix(top, low, y / SIZE)
     depth = np.maximum(y - col(horizon), 0.5)  # rows below the horizon
     furrows = np.clip(0.5 + np.sin(TWO_PI * (25.0 / depth + col(rng.random(n)))), 0.0, 1.0)
-    soil = R.hsv_to_rgb(rng.uniform(0.05, 0.35, n), rng.uniform(0.2, 0.7, n), rng.uniform(0.25, 0.6, n))
+    soil = R.hsv_to_rgb(
+        rng.uniform(0.05, 0.35, n), rng.uniform(0.2, 0.7, n), rng.uniform(0.25, 0.6, n)
+    )
     ground = R.mix(soil, soil * col(rng.uniform(0.75, 0.95, n))[..., 0], furrows)
     below = R.coverage(col(horizon) - y)[..., None]
     return sky * (1 - below) + ground * below
@@ -387,7 +390,7 @@ def render_distance(rng: np.random.Generator, labels: Array, role: str) -> Array
         angle=rng.normal(0.0, 0.2, n).astype(F32),
         radius=radius.astype(F32),
     )
-    image, _ = plain_object(rng, image, pose, ("square", "circle", "triangle", "pentagon"))
+    image = plain_object(rng, image, pose, ("square", "circle", "triangle", "pentagon"))
     return finish(rng, image, (0.0, 0.04))
 
 
@@ -397,6 +400,7 @@ _BOX_EDGES = np.array(
      (3, 7)]
 )  # fmt: skip
 _FRONT_EDGES = np.array([0, 1, 2, 3])  # the face at local z = +depth: corners 0..3
+_FRONT_FACE = np.array([0, 1, 3, 2])  # its corners in order around the face
 
 
 def box_corners(dims: Array) -> Array:
@@ -421,19 +425,23 @@ def project(points: Array, azimuth: Array, elevation: Array, distance: Array) ->
 
 
 def render_azimuth(rng: np.random.Generator, labels: Array, role: str) -> Array:
-    """Structured: azimuth bin (8 bins over 360 degrees) of a wireframe box with a marked front."""
+    """Structured: azimuth bin (8 bins over 360 degrees) of a wireframe box whose front face is
+    tinted."""
     n = labels.shape[0]
     azimuth = (labels + rng.random(n)) * (TWO_PI / AZIMUTH_BINS)
     dims = rng.uniform(0.5, 1.0, (n, 3)).astype(F32)
-    corners = box_corners(dims)
-    screen = project(corners, azimuth, rng.uniform(0.25, 0.6, n), rng.uniform(3.5, 5.0, n))
-    screen += np.stack([rng.uniform(12, 20, n), rng.uniform(12, 20, n)], -1)[:, None, :]
+    screen = project(
+        box_corners(dims), azimuth, rng.uniform(0.25, 0.6, n), rng.uniform(3.2, 4.5, n)
+    )
+    screen += np.stack([rng.uniform(13, 19, n), rng.uniform(13, 19, n)], -1)[:, None, :]
     edges = screen[:, _BOX_EDGES]  # (n, 12, 2, 2)
-    width = col(rng.uniform(0.4, 0.8, n))
+    width = col(rng.uniform(0.5, 0.9, n))
     back = np.setdiff1d(np.arange(12), _FRONT_EDGES)
-    image = R.background(rng, n, SIZE)
+    image = R.background(rng, n, SIZE, textured=False)
     frame_c = R.contrasting_colours(rng, mean_colour(image), min_contrast=0.3)
     front_c = R.contrasting_colours(rng, frame_c, min_contrast=0.25)
+    face = R.convex_coverage(screen[:, _FRONT_FACE], SIZE)
+    image = R.paint(image, face * col(rng.uniform(0.3, 0.5, n)), front_c)
     for group, colour in ((back, frame_c), (_FRONT_EDGES, front_c)):
         dist = R.segment_distance(SIZE, edges[:, group, 0], edges[:, group, 1])
         image = R.paint(image, R.coverage(dist - width), colour)

@@ -46,7 +46,9 @@ class ArrayImageDataset(Dataset):
         self.labels = labels
         self.num_classes = int(num_classes)
         self.transform = transform
-        self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+        self.classes = (
+            list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+        )
         self.name = name
 
     def __len__(self) -> int:
@@ -84,7 +86,11 @@ class ArrayImageDataset(Dataset):
         """A new dataset holding the selected items (class count and names kept)."""
         idx = np.asarray(indices, dtype=np.int64)
         return ArrayImageDataset(
-            self.images[idx], self.labels[idx], self.num_classes, self.transform, self.classes,
+            self.images[idx],
+            self.labels[idx],
+            self.num_classes,
+            self.transform,
+            self.classes,
             self.name,
         )
 

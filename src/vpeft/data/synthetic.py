@@ -31,7 +31,7 @@ from vpeft.data.arrays import ArrayImageDataset, Transform
 from vpeft.errors import DatasetError
 
 #: Bump whenever any renderer changes its output; old cache files are then ignored.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 IMAGE_SIZE = 32
 SOURCE_TASK: str = "synth-source"
 
@@ -177,10 +177,16 @@ def _seed_sequence(name: str, seed: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), zlib.crc32(name.encode()), GENERATOR_VERSION])
 
 
-def balanced_labels(rng: np.random.Generator, size: int, num_classes: int) -> np.ndarray:
-    """``size`` labels in random order, every class appearing ``size // num_classes`` times
-    or once more."""
-    return rng.permutation(np.arange(size) % num_classes).astype(np.int64)
+def balanced_labels(
+    rng: np.random.Generator, size: int, num_classes: int, offset: int = 0
+) -> np.ndarray:
+    """``size`` labels in random order, each class ``size // num_classes`` times or once more.
+
+    Consecutive parts drawn with ``offset`` = the sizes drawn before (train800, then val200) take
+    consecutive stretches of one cycle through the classes, so their union is balanced too.
+    """
+    cycle = (offset + np.arange(size)) % num_classes
+    return rng.permutation(cycle).astype(np.int64)
 
 
 def _render_pool(
@@ -233,7 +239,10 @@ def generate_task(name: str, seed: int = 0) -> dict[str, np.ndarray]:
     label_seq, train_seq, test_seq, fix_seq = seq.spawn(4)
     label_rng = np.random.default_rng(label_seq)
     c = task.info.num_classes
-    train_y = np.concatenate([balanced_labels(label_rng, n, c) for n in task.parts])
+    offsets = np.cumsum((0, *task.parts[:-1]))
+    train_y = np.concatenate(
+        [balanced_labels(label_rng, n, c, int(o)) for n, o in zip(task.parts, offsets, strict=True)]
+    )
     test_y = balanced_labels(label_rng, task.test_size, c)
     pools = {
         "trainval_x": _render_pool(task, train_y, "trainval", train_seq),
@@ -276,6 +285,7 @@ def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is fine to share
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -303,7 +313,9 @@ def _read_cache(path: Path, task: _Task, seed: int) -> dict[str, np.ndarray] | N
     return arrays
 
 
-def load_task(name: str, seed: int = 0, cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+def load_task(
+    name: str, seed: int = 0, cache_dir: str | Path | None = None
+) -> dict[str, np.ndarray]:
     """All arrays of a task, from the cache when valid, else generated and cached."""
     task = _task(name)
     path = cache_path(name, seed, cache_dir)

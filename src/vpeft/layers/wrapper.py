@@ -2,10 +2,13 @@
 
     y = base(x, ...) + Σ_parallel pad_rows(branch(x))      (parallel branches, e.g. LoRA)
     y[rows] = post(y[rows])  for each sequential module    (e.g. Houlsby adapter, SSF)
+    base(x) runs with base.<p> + Σ piece() when re-parameterisation pieces are attached
+                                                           (e.g. SPT's sparse deltas on a norm)
 
 Several methods can attach to the same layer (composition), and branches can target a row range
 (the q, k or v part of a fused qkv projection). Branches that expose `delta_weight()` (parallel)
-or `affine()` (sequential) can be merged back into a plain `nn.Linear` / norm layer.
+or `affine()` (sequential) can be merged back into a plain `nn.Linear` / norm layer;
+re-parameterisation pieces (`add_reparam`) fold into any base module.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class AdaptedLayer(nn.Module):
         self.base = base
         self.parallel = nn.ModuleDict()
         self.sequential = nn.ModuleDict()
+        self.reparam = nn.ModuleDict()
         self._rows: dict[str, slice | None] = {}
 
     # -- construction ---------------------------------------------------------------------
@@ -65,9 +69,28 @@ class AdaptedLayer(nn.Module):
         self._rows[f"s.{key}"] = rows
         return key
 
+    def add_reparam(self, name: str, piece: nn.Module) -> str:
+        """Run `base` with its own parameter `piece.target` replaced by `base.<target> + piece()`.
+
+        `piece()` returns a tensor of the parameter's shape (e.g. a sparse delta scattered into
+        zeros); it folds into any base module on merge.
+        """
+        key = self._key(name, self.reparam)
+        self.base.get_parameter(piece.target)  # fail now, not at the first forward
+        self.reparam[key] = piece
+        return key
+
+    def remove(self, key: str) -> nn.Module:
+        """Detach and return the piece added under `key` (by any `add_*`)."""
+        for prefix, table in (("p.", self.parallel), ("s.", self.sequential), ("r.", self.reparam)):
+            if key in table:
+                self._rows.pop(f"{prefix}{key}", None)
+                return table.pop(key)
+        raise KeyError(f"no piece {key!r} on this layer")
+
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        y = self.base(x, *args, **kwargs)
+        y = self._run_base(x, *args, **kwargs)
         for key, branch in self.parallel.items():
             y = _add_rows(y, branch(x), self._rows[f"p.{key}"])
         for key, module in self.sequential.items():
@@ -75,11 +98,25 @@ class AdaptedLayer(nn.Module):
             y = module(y) if rows is None else _replace_rows(y, module(y[..., rows]), rows)
         return y
 
+    def _run_base(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if not self.reparam:
+            return self.base(x, *args, **kwargs)
+        params: dict[str, torch.Tensor] = {}
+        for piece in self.reparam.values():
+            current = params.get(piece.target, self.base.get_parameter(piece.target))
+            params[piece.target] = current + piece().to(current.dtype)
+        return torch.func.functional_call(self.base, params, (x, *args), kwargs)
+
     # -- merge ----------------------------------------------------------------------------
     @torch.no_grad()
     def merged(self) -> nn.Module:
         """A plain copy of `base` with every piece folded in (raises if one cannot be)."""
         base = self.base.merged() if isinstance(self.base, AdaptedLayer) else self.base
+        if self.reparam:
+            base = copy.deepcopy(base)
+            for piece in self.reparam.values():
+                param = base.get_parameter(piece.target)
+                param.add_(piece().to(param.dtype))
         if not self.parallel and not self.sequential:
             return base
         if not isinstance(base, nn.Linear | nn.LayerNorm | nn.Conv2d):

@@ -1,3 +1,3 @@
 """Importing this module registers every method shipped with vpeft."""
 
-from . import lora, selective  # noqa: F401
+from . import adapters, head2toe, lora, prefix, selective, spt, ssf, vpt, vqt  # noqa: F401

@@ -80,9 +80,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() == "none")
+        if is_none and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):
@@ -133,8 +133,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 def _parse_number(text: str) -> float:
     """Parse '8', '0.1', '1e-4', '0.4M', '200k' (M = 1e6, k = 1e3)."""
     text = text.strip()
-    scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}.get(text[-1:], None)
+    scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}.get(text[-1:])
     if scale is not None:
         return float(text[:-1]) * scale
     return float(text)
-

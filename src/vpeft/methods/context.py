@@ -9,6 +9,9 @@ from torch import nn
 from ..backbones import BackboneSpec
 from ..errors import UnsupportedBackboneError
 
+#: Parameter attribute read by the optimiser's weight-decay rule (`vpeft.train.optim`).
+NO_DECAY_ATTR = "_vpeft_no_decay"
+
 
 @dataclass
 class InstallContext:
@@ -22,12 +25,19 @@ class InstallContext:
     head: nn.Module | None = None
     trained: list[nn.Parameter] = field(default_factory=list)
 
-    def train(self, *items: nn.Parameter | nn.Module) -> None:
-        """Make these parameters (or every parameter of these modules) trainable."""
+    def train(self, *items: nn.Parameter | nn.Module, weight_decay: bool | None = None) -> None:
+        """Make these parameters (or every parameter of these modules) trainable.
+
+        ``weight_decay=False`` tags them so the optimiser never decays them (prompts, query
+        tokens, sparse deltas), ``True`` forces decay; ``None`` leaves the structural rule of
+        `vpeft.train.optim` (no decay on 1-D, norm and token-embedding tensors).
+        """
         for item in items:
             params = [item] if isinstance(item, nn.Parameter) else list(item.parameters())
             for p in params:
                 p.requires_grad_(True)
+                if weight_decay is not None:
+                    setattr(p, NO_DECAY_ATTR, not weight_decay)
                 self.trained.append(p)
 
     def require_attention(self) -> None:
@@ -47,6 +57,12 @@ class InstallContext:
             )
 
     def set_forward(self, module: nn.Module, head: nn.Module) -> None:
-        """Replace the model's forward by `module` (feature-extracting methods like VQT)."""
+        """Replace the model's forward by `module` (feature-extracting methods like VQT).
+
+        `head` must be a submodule of `module`: its parameters are named once, under the
+        module; `PeftModel.head` keeps a plain reference to it.
+        """
+        if not any(m is head for m in module.modules()):
+            raise ValueError("set_forward: the head must be a submodule of the forward module")
         self.forward_override = module
         self.head = head

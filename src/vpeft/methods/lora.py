@@ -47,7 +47,9 @@ def install_lora(ctx: InstallContext, cfg: LoraConfig) -> None:
                 scale=cfg.alpha / cfg.rank,
                 dropout=cfg.dropout,
             ).to(slot.weight.device, slot.weight.dtype)
-            AdaptedLayer.wrap(slot.parent, slot.attr).add_parallel(f"lora_{role}", branch, slot.rows)
+            AdaptedLayer.wrap(slot.parent, slot.attr).add_parallel(
+                f"lora_{role}", branch, slot.rows
+            )
             ctx.train(branch)
 
 

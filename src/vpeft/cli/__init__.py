@@ -1,0 +1,1 @@
+"""The `vpeft` command line: `vpeft.cli.main.app`, one module per command."""

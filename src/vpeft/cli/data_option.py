@@ -1,0 +1,93 @@
+"""The ``--data KIND:ROOT_OR_TASK`` option shared by `vpeft train` and `vpeft eval`.
+
+``synthetic:synth-count`` names a procedural task; ``vtab:/data/vtab-1k/cifar``,
+``fgvc:/data/fgvc/cub`` and ``folder:/data/my-images`` name folders read by `vpeft.data`.
+Splits follow VTAB-1k: ``train800``, ``val200``, ``train800val200`` and ``test``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..data.transforms import DataConfig, data_config_for
+from ..errors import ConfigError, DatasetError
+from ..train.inputs import Data
+
+KINDS: tuple[str, ...] = ("synthetic", "vtab", "fgvc", "folder")
+#: Whole splits are pre-transformed into one tensor when they take at most this many bytes.
+TENSOR_BYTES_LIMIT = 2 * 1024**3
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder "
+        "(e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed ``--data`` value."""
+
+    kind: str
+    root: str
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        kind, sep, root = text.partition(":")
+        if not sep or not root:
+            raise ConfigError(
+                f"--data expects KIND:ROOT_OR_TASK (e.g. synthetic:synth-count), got {text!r}"
+            )
+        if kind not in KINDS:
+            raise ConfigError(f"--data kind {kind!r} is unknown; choose one of {list(KINDS)}")
+        if kind != "synthetic" and not Path(root).is_dir():
+            raise DatasetError(
+                f"--data {text}: the dataset folder {root} does not exist; download and "
+                "unpack the dataset there (see the README) or correct the path"
+            )
+        return cls(kind, root)
+
+
+def backbone_data_config(model: Any) -> DataConfig:
+    """Resize / normalisation for `model`: its pretrained config, at the input size the built
+    model actually takes (``--img-size`` changes the patch embedding, not ``pretrained_cfg``)."""
+    dcfg = data_config_for(model)
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if built is not None and tuple(built) != tuple(dcfg.input_size):
+        dcfg = replace(dcfg, input_size=(int(built[0]), int(built[1])))
+    return dcfg
+
+
+def load_split(spec: DataSpec, split: str, transform: Any) -> Any:
+    """One split of the dataset, with `transform` applied to its images."""
+    from .. import data
+
+    build = getattr(data, "build_dataset", None)
+    if build is None:
+        raise DatasetError("this vpeft installation has no dataset readers (vpeft.data)")
+    return build(spec.kind, spec.root, split, transform=transform)
+
+
+def training_input(dataset: Any, input_size: tuple[int, int]) -> Data:
+    """The whole split as transformed tensors when it is small enough, else the dataset."""
+    h, w = input_size
+    as_tensors = getattr(dataset, "as_tensors", None)
+    if callable(as_tensors) and len(dataset) * 3 * h * w * 4 <= TENSOR_BYTES_LIMIT:
+        return as_tensors()
+    return dataset
+
+
+def num_classes_of(dataset: Any, spec: DataSpec) -> int:
+    """The class count a dataset declares."""
+    classes = getattr(dataset, "num_classes", None)
+    if not classes:
+        raise DatasetError(f"dataset {spec.kind}:{spec.root} does not declare its class count")
+    return int(classes)

@@ -1,0 +1,51 @@
+"""The `vpeft` command line (entry point `vpeft.cli.main:app`).
+
+One module per command. A module `vpeft/cli/<name>.py` defines its command function and a
+`register(app: typer.Typer) -> None` that adds it to `app`; adding a command = writing that
+module and appending `<name>` to `COMMAND_MODULES`. Shared pieces live in `cli/common.py`, so
+every command behaves alike::
+
+    from .common import BackboneOpt, JsonOpt, console, emit_json, handles_errors
+
+    @handles_errors                      # VpeftError -> one red stderr line, exit code 2
+    def count(backbone: BackboneOpt, json_out: JsonOpt = False) -> None:
+        \"""One-line help shown by `vpeft --help`; the rest shows in `vpeft count --help`.\"""
+        record = {...}
+        if json_out:
+            emit_json(record)            # exactly one JSON object on stdout, nothing else
+            return
+        console.print(...)               # human output: rich tables
+
+    def register(app: typer.Typer) -> None:
+        app.command("count")(count)
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import typer
+
+#: Command modules under `vpeft.cli`, registered in this order (= order in `vpeft --help`).
+COMMAND_MODULES: tuple[str, ...] = ("methods", "params", "profile", "train", "eval", "sensitivity")
+
+app = typer.Typer(
+    name="vpeft",
+    help="Parameter-efficient fine-tuning of vision transformers on timm backbones.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs are re-wrapped to the terminal width
+)
+
+
+@app.callback()
+def main() -> None:
+    """Parameter-efficient fine-tuning of vision transformers on timm backbones."""
+
+
+for _name in COMMAND_MODULES:
+    import_module(f"{__package__}.{_name}").register(app)
+
+if __name__ == "__main__":  # python -m vpeft.cli.main …
+    app()

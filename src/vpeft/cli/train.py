@@ -1,0 +1,196 @@
+"""`vpeft train`: adapt a backbone with a method on a dataset; write metrics, summary, adapter.
+
+Multi-process / multi-node: launch the same command under ``torchrun`` (``torchrun --no-python
+--nproc_per_node 4 vpeft train …``); `vpeft.train.distributed` does the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from torch import nn
+
+from ..errors import ConfigError
+from ..methods import get_method
+from ..model import apply
+from ..train import TrainConfig, train
+from ..train.rng import seed_everything
+from .common import (
+    BackboneOpt,
+    JsonOpt,
+    MethodOpt,
+    OptsOpt,
+    WeightsOpt,
+    build_backbone,
+    console,
+    emit_json,
+    handles_errors,
+    parse_opts,
+)
+from .data_option import (
+    DataOpt,
+    DataSpec,
+    backbone_data_config,
+    load_split,
+    num_classes_of,
+    training_input,
+)
+
+_HELP = TrainConfig.field_help()
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _cfg_help(name: str) -> str:
+    return f"{_HELP[name]} (default {_DEFAULTS[name]})."
+
+
+OutOpt = Annotated[
+    Path, typer.Option("--out", help="output folder (metrics, checkpoint, adapter).")
+]
+ImgSizeOpt = Annotated[
+    int | None,
+    typer.Option("--img-size", min=1, help="input side for the backbone (default: its native)."),
+]
+SplitOpt = Annotated[str, typer.Option(help="split name; 'none' skips it.")]
+TrainOptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--train-opt",
+        help="any other training setting KEY=VALUE (e.g. min_lr=1e-5, schedule_unit=epoch, "
+        "amp=off), repeatable; keys: " + ", ".join(_HELP),
+    ),
+]
+
+
+def _opt(name: str, flag: str, kind: Any) -> Any:
+    return Annotated[kind | None, typer.Option(flag, help=_cfg_help(name), show_default=False)]
+
+
+EpochsOpt = _opt("epochs", "--epochs", int)
+BatchOpt = _opt("batch_size", "--batch-size", int)
+LrOpt = _opt("lr", "--lr", float)
+WdOpt = _opt("weight_decay", "--wd", float)
+OptimOpt = _opt("optimizer", "--optimizer", str)
+WarmupOpt = _opt("warmup_epochs", "--warmup-epochs", float)
+SeedOpt = _opt("seed", "--seed", int)
+AccumOpt = _opt("grad_accum_steps", "--grad-accum", int)
+DeviceOpt = _opt("device", "--device", str)
+AmpOpt = _opt("amp", "--amp", str)
+WorkersOpt = _opt("num_workers", "--num-workers", int)
+
+
+def create_backbone_for_cli(name: str, weights: Path | None, img_size: int | None) -> nn.Module:
+    """The backbone for train/eval/sensitivity (seeded, so `eval` rebuilds what `train` used)."""
+    return build_backbone(name, weights, img_size)
+
+
+def train_config_from_cli(given: dict[str, Any], extra: list[str] | None) -> TrainConfig:
+    """Merge explicit flags and ``--train-opt`` pairs into a validated `TrainConfig`."""
+    options = parse_opts(extra)
+    clash = sorted(set(options) & {k for k, v in given.items() if v is not None})
+    if clash:
+        raise ConfigError(f"{clash} given both as a flag and as --train-opt; give it once")
+    options.update({k: v for k, v in given.items() if v is not None})
+    return TrainConfig.from_options(options)
+
+
+def _split(name: str) -> str | None:
+    return None if name.lower() == "none" else name
+
+
+@handles_errors
+def train_command(
+    backbone: BackboneOpt,
+    method: MethodOpt,
+    data: DataOpt,
+    out: OutOpt,
+    opt: OptsOpt = None,
+    weights: WeightsOpt = None,
+    img_size: ImgSizeOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    wd: WdOpt = None,
+    optimizer: OptimOpt = None,
+    warmup_epochs: WarmupOpt = None,
+    seed: SeedOpt = None,
+    grad_accum: AccumOpt = None,
+    device: DeviceOpt = None,
+    amp: AmpOpt = None,
+    num_workers: WorkersOpt = None,
+    train_opt: TrainOptOpt = None,
+    train_split: SplitOpt = "train800",
+    val_split: SplitOpt = "val200",
+    test_split: SplitOpt = "test",
+    resume: Annotated[
+        bool, typer.Option(help="continue from <out>/checkpoint.safetensors.")
+    ] = False,
+    report_best_test: Annotated[
+        bool, typer.Option(help="also report the best test top-1 over epochs (labelled).")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train METHOD on BACKBONE with the data of --data; the result is the last-epoch test top-1.
+
+    Final VTAB-1k runs use --train-split train800val200 --val-split none; hyper-parameter
+    searches train on train800 and compare val200 accuracy. The adapter is written to
+    OUT/adapter.safetensors (load it with `vpeft eval` or `vpeft.load`).
+    """
+    flags = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": wd,
+        "optimizer": optimizer, "warmup_epochs": warmup_epochs, "seed": seed,
+        "grad_accum_steps": grad_accum, "device": device, "amp": amp, "num_workers": num_workers,
+    }  # fmt: skip
+    config = train_config_from_cli(flags, train_opt)
+    config = dataclasses.replace(
+        config, out_dir=str(out), report_best_test=report_best_test, progress=progress
+    )
+    options = parse_opts(opt)
+    get_method(method).config.from_options(options)  # fail fast, before any heavy work
+    spec = DataSpec.parse(data)
+    model = create_backbone_for_cli(backbone, weights, img_size)
+    dcfg = backbone_data_config(model)
+    transform = dcfg.transform()
+    splits = {"train": train_split, "val": _split(val_split), "test": _split(test_split)}
+    datasets = {k: load_split(spec, s, transform) for k, s in splits.items() if s is not None}
+    seed_everything(config.seed)  # the method's initial values
+    pm = apply(model, method, num_classes=num_classes_of(datasets["train"], spec), **options)
+    inputs = {k: training_input(ds, dcfg.input_size) for k, ds in datasets.items()}
+    result = train(
+        pm, inputs["train"], inputs.get("val"), inputs.get("test"), config, resume=resume
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    summary = result.summary(config, {"out": str(out), "data": data, "splits": splits})
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(_table(summary, f"{method} on {backbone}, {data}"))
+
+
+def _table(summary: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [("test top-1 (last epoch)", summary["test_top1"]), ("val top-1", summary["val_top1"])]
+    best = summary.get("best_test_top1_over_epochs")
+    if best is not None:
+        rows.append(
+            (f"best test top-1 over epochs (test-selected, epoch {best['epoch']})", best["value"])
+        )
+    for name, value in rows:
+        table.add_row(name, "-" if value is None else f"{value:.2f}")
+    table.add_row("trainable parameters", f"{summary['trainable']['trainable']:,}")
+    table.add_row("wall time (s)", f"{summary['wall_s']:.1f}")
+    table.add_row("output", summary["out"])
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

@@ -1,0 +1,102 @@
+"""Build backbones by name: vpeft's bundled ones, or any timm model, with random or local weights.
+
+No network: pretrained weights come from a local file (`weights=`), checked strictly — a file
+that lacks any backbone tensor is an error (timm's own headless loading silently skips them).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from .errors import ConfigError, UnsupportedBackboneError
+
+#: random-weight backbones are drawn with this seed, so `vpeft eval` rebuilds what `train` adapted
+DEFAULT_SEED = 0
+
+
+def create_backbone(
+    name: str,
+    weights: str | Path | None = None,
+    img_size: int | None = None,
+    seed: int = DEFAULT_SEED,
+    **kwargs: Any,
+) -> nn.Module:
+    """A headless backbone: a bundled vpeft model (e.g. ``vit-tiny-synth``, pretrained) or the
+    timm model `name` with seeded random weights, or with `weights` from a local file.
+
+    `img_size` is passed to models whose constructor takes it (ViT, Swin); fully convolutional
+    ones (ConvNeXt) are built without it and accept any size.
+    """
+    from .zoo import BUNDLED
+
+    sized = {} if img_size is None else {"img_size": img_size}
+    if name in BUNDLED and weights is None:
+        return BUNDLED[name].create(pretrained=True, **sized, **kwargs)
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"weights: no such file {weights}")
+    if not timm.is_model(name):
+        raise UnsupportedBackboneError(
+            f"unknown backbone {name!r}: neither a bundled vpeft backbone "
+            f"({', '.join(sorted(BUNDLED))}) nor a timm model name"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build(name, sized, {"num_classes": 0, **kwargs})
+    if weights is not None:
+        load_backbone_weights(model, Path(weights))
+    return model
+
+
+def _build(name: str, sized: dict[str, Any], kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        try:
+            return timm.create_model(name, pretrained=False, **sized, **kwargs)
+        except TypeError:  # the constructor has no img_size argument
+            if not sized:
+                raise
+            return timm.create_model(name, pretrained=False, **kwargs)
+    except (AssertionError, ValueError) as err:
+        if not sized:
+            raise
+        raise ConfigError(f"{name} cannot be built for image size {sized}: {err}") from None
+
+
+def load_backbone_weights(model: nn.Module, path: Path) -> None:
+    """Load a local timm checkpoint (.safetensors / .pth) into a headless timm `model`.
+
+    The checkpoint goes through the model family's own timm `checkpoint_filter_fn` (key
+    conversions, position-embedding resampling). A checkpoint lacking any backbone tensor is an
+    error; extra keys other than the classifier's are reported as a warning.
+    """
+    try:
+        state = timm.models.load_state_dict(str(path))
+        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            state = filter_fn(state, model)
+        result = model.load_state_dict(state, strict=False)
+    except Exception as err:  # unreadable file, wrong shapes: all mean "not this model's weights"
+        detail = " ".join(str(err).split()[:40]) or type(err).__name__
+        raise ConfigError(f"--weights {path} does not load into {_arch(model)}: {detail}") from None
+    if result.missing_keys:
+        raise ConfigError(
+            f"--weights {path} lacks {len(result.missing_keys)} tensor(s) of {_arch(model)}, "
+            f"e.g. {result.missing_keys[:3]}; is it a checkpoint of this architecture?"
+        )
+    head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "head")
+    extra = [k for k in result.unexpected_keys if not k.startswith(f"{head}.")]
+    if extra:
+        warnings.warn(
+            f"--weights {path}: {len(extra)} tensor(s) not used, e.g. {extra[:3]}", stacklevel=2
+        )
+
+
+def _arch(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(cfg.get("architecture", type(model).__name__))

@@ -1,0 +1,172 @@
+"""Prompt tokens and extra attention keys/values (VPT, Jia et al. 2022; prefix, Li & Liang 2021).
+
+Two ways to give a frozen transformer learnable context:
+
+- **tokens in the sequence** (ViT): `PromptInsertion` puts p tokens after the class/register
+  tokens, `PromptReplacement` swaps them for a block's own tokens at its input (VPT-deep), and
+  `PromptRemoval` drops them before the final norm so pooling sees the plain token layout;
+- **extra keys/values** (Swin windows, PVT-v2 after the spatial reduction, prefix tuning
+  everywhere): `ExtendedAttention` wraps a block's attention module and lets every query attend to
+  keys/values supplied by its sources (`PromptKeyValues`, `PrefixKeyValues`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backbones.attention import AttentionOps, attention_ops, split_heads
+from ..backbones.spec import AttentionSpec
+from ..errors import ConfigError
+
+
+def prompt_init_bound(patch_size: int, width: int) -> float:
+    """v = √(6 / (3·patch² + D)): Xavier-uniform bound of the patch projection (VPT, §3.2)."""
+    return math.sqrt(6.0 / (3 * patch_size**2 + width))
+
+
+class PromptTokens(nn.Module):
+    """p learnable tokens (p, D), init uniform(−v, v), with dropout applied at every use."""
+
+    def __init__(self, num_tokens: int, width: int, bound: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.tokens = nn.Parameter(torch.empty(num_tokens, width).uniform_(-bound, bound))
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokens.shape[0]
+
+    def forward(self, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        """(batch, p, D); in training each sample gets its own dropout mask."""
+        # repeat, not expand: an expand-view of a parameter made under no_grad confuses
+        # FlopCounterMode's module tracker (requires_grad without grad_fn)
+        return self.dropout(self.tokens.to(dtype).unsqueeze(0).repeat(batch, 1, 1))
+
+
+def _splice(x: torch.Tensor, at: int, tokens: torch.Tensor, drop: int) -> torch.Tensor:
+    """x[:, :at] ++ tokens ++ x[:, at + drop:] on the token axis."""
+    return torch.cat([x[:, :at], tokens, x[:, at + drop :]], dim=1)
+
+
+class PromptInsertion(nn.Module):
+    """`base` (e.g. ViT's `norm_pre`), then [x_prefix, P, x_patches] (VPT Eq. 1)."""
+
+    def __init__(self, base: nn.Module, prompts: PromptTokens, at: int) -> None:
+        super().__init__()
+        self.base = base
+        self.prompts = prompts
+        self.at = at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.base(x)
+        return _splice(x, self.at, self.prompts(x.shape[0], x.dtype), drop=0)
+
+
+class PromptReplacement(nn.Module):
+    """A block whose input prompt slice is replaced by its own prompts (VPT-deep Eq. 2).
+
+    The previous block's prompt outputs are discarded; extra block arguments pass through.
+    """
+
+    def __init__(self, block: nn.Module, prompts: PromptTokens, at: int) -> None:
+        super().__init__()
+        self.block = block
+        self.prompts = prompts
+        self.at = at
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        tokens = self.prompts(x.shape[0], x.dtype)
+        return self.block(_splice(x, self.at, tokens, drop=tokens.shape[1]), *args, **kwargs)
+
+
+class PromptRemoval(nn.Module):
+    """Drop the p prompt tokens at `at`, then `base` (the final norm, per token: same result)."""
+
+    def __init__(self, base: nn.Module, at: int, num_tokens: int) -> None:
+        super().__init__()
+        self.base = base
+        self.at = at
+        self.num_tokens = num_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(_splice(x, self.at, x[:, :0], drop=self.num_tokens))
+
+
+class PromptKeyValues(nn.Module):
+    """VPT prompts as extra keys/values: p tokens in the attention's input space, projected by
+    the module's own frozen k/v layers (`ops.key_value`). Their query outputs are never computed.
+
+    Dropout draws one mask per forward, shared by the batch (the tokens are projected once).
+    """
+
+    def __init__(self, prompts: PromptTokens) -> None:
+        super().__init__()
+        self.prompts = prompts
+
+    def forward(self, ops: AttentionOps) -> tuple[torch.Tensor, torch.Tensor]:
+        return ops.key_value(self.prompts(1, self.prompts.tokens.dtype))
+
+
+class PrefixKeyValues(nn.Module):
+    """Prefix tuning: learnable keys and values (p, H·d) prepended to one layer's K and V.
+
+    Init N(0, std²) for both, so the prefixes start with small logits (q·k ≈ 0) and small values
+    yet both receive gradients; this is not an identity at init (they take attention mass).
+    """
+
+    def __init__(self, num_tokens: int, width: int, num_heads: int, std: float) -> None:
+        super().__init__()
+        self.keys = nn.Parameter(torch.randn(num_tokens, width) * std)
+        self.values = nn.Parameter(torch.randn(num_tokens, width) * std)
+        self.num_heads = num_heads
+
+    def forward(self, ops: AttentionOps) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            split_heads(self.keys.unsqueeze(0), self.num_heads),
+            split_heads(self.values.unsqueeze(0), self.num_heads),
+        )
+
+
+class ExtendedAttention(nn.Module):
+    """A frozen attention module whose queries also attend to the keys/values of `sources`.
+
+    softmax(q [K_e; K]ᵀ·s + [0 | bias]) [V_e; V]: extra keys get zero position bias and are
+    visible through every mask (Swin shift mask, PVT after the spatial reduction). The module's
+    own forward arguments (`attn_mask`, `mask`, `feat_size`) pass through unchanged.
+    """
+
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__()
+        self.base = spec.module
+        self.ops = attention_ops(spec)
+        self.sources = nn.ModuleDict()
+
+    @classmethod
+    def wrap(cls, spec: AttentionSpec) -> ExtendedAttention:
+        """The wrapper at the block's attention slot, installing one if the slot is still plain."""
+        current = getattr(spec.parent, spec.attr)
+        if isinstance(current, cls):
+            return current
+        if current is not spec.module:
+            raise ConfigError(
+                f"the attention of this block is already replaced by {type(current).__name__}; "
+                "install prompt/prefix methods before methods that replace attention"
+            )
+        wrapper = cls(spec)
+        setattr(spec.parent, spec.attr, wrapper)
+        return wrapper
+
+    def add_source(self, name: str, source: nn.Module) -> None:
+        if name in self.sources:
+            raise ConfigError(f"{name!r} keys/values are already installed in this attention layer")
+        self.sources[name] = source
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        pairs = [source(self.ops) for source in self.sources.values()]
+        k_extra = torch.cat([k for k, _ in pairs], dim=2)
+        v_extra = torch.cat([v for _, v in pairs], dim=2)
+        return self.ops.forward_extra_kv(x, k_extra, v_extra, *args, **kwargs)

@@ -1,0 +1,76 @@
+"""Scale-and-shift of a layer's output channels: y ↦ γ ⊙ y + β  (SSF, Lian et al. 2022).
+
+`ScaleShift` is a sequential module for `AdaptedLayer.add_sequential`. It exposes `affine()`, so
+the wrapper folds it into the preceding Linear / LayerNorm / Conv2d on merge (the paper's
+re-parameterisation: W' = γ ⊙ W, b' = γ ⊙ b + β, row-wise over output channels).
+
+The channel axis depends on the layer's output layout: last for `nn.Linear` and channels-last
+`nn.LayerNorm`, axis 1 (NCHW) for `nn.Conv2d` and timm's `LayerNorm2d`. `channel_layout` reads it
+from the module type; the module stores how many spatial axes trail the channel axis.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import norm as timm_norm
+from torch import nn
+
+from ..errors import UnsupportedBackboneError
+
+#: LayerNorm subclasses that normalise the channels of NCHW tensors (output channel axis 1).
+NCHW_NORMS: tuple[type[nn.Module], ...] = tuple(
+    cls
+    for cls in (
+        getattr(timm_norm, "LayerNorm2d", None),
+        getattr(timm_norm, "LayerNorm2dFp32", None),
+    )
+    if cls is not None
+)
+
+
+class ScaleShift(nn.Module):
+    """y ↦ γ ⊙ y + β over `channels`; γ = 1, β = 0 (exact identity) unless `init_std > 0`.
+
+    With `init_std > 0`, γ ~ N(1, init_std²) and β ~ N(0, init_std²) (the SSF paper uses 0.02).
+    `trailing` is the number of axes after the channel axis (0 for (..., C), 2 for (B, C, H, W)).
+    """
+
+    def __init__(self, channels: int, trailing: int = 0, init_std: float = 0.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+        self.shift = nn.Parameter(torch.zeros(channels))
+        self.trailing = trailing
+        if init_std > 0:
+            with torch.no_grad():
+                self.scale.normal_(1.0, init_std)
+                self.shift.normal_(0.0, init_std)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * self.trailing
+        return y * self.scale.view(shape).to(y.dtype) + self.shift.view(shape).to(y.dtype)
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(γ, β) per output channel, for merging into the preceding layer."""
+        return self.scale, self.shift
+
+    def extra_repr(self) -> str:
+        return f"channels={self.scale.numel()}, trailing={self.trailing}"
+
+
+def channel_layout(module: nn.Module) -> tuple[int, int]:
+    """(output channels, trailing axes after the channel axis) of a layer SSF can follow."""
+    if isinstance(module, nn.Conv2d):
+        return module.out_channels, 2
+    if isinstance(module, nn.Linear):
+        return module.out_features, 0
+    if isinstance(module, nn.LayerNorm):
+        if module.weight is None or len(module.normalized_shape) != 1:
+            raise UnsupportedBackboneError(
+                f"SSF needs LayerNorms with a per-channel affine weight; got {module} "
+                "(elementwise_affine=False or a multi-axis normalized_shape)"
+            )
+        trailing = 2 if isinstance(module, NCHW_NORMS) else 0
+        return module.normalized_shape[0], trailing
+    raise UnsupportedBackboneError(
+        f"SSF cannot follow a {type(module).__name__}; supported: Linear, LayerNorm, Conv2d"
+    )

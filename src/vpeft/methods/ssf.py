@@ -1,0 +1,110 @@
+"""SSF (Lian et al., Scaling & Shifting Your Features, NeurIPS 2022): y ↦ γ ⊙ y + β.
+
+A learnable per-channel scale γ and shift β follow every `nn.Linear` (ViT qkv, proj, fc1, fc2;
+PVT-v2 q and kv; Swin patch-merging reduction), every `nn.LayerNorm` (block norms, final norms,
+patch-embedding / downsampling norms, incl. timm's NCHW `LayerNorm2d`) and the patch-embedding
+convolution of the backbone (the task head excluded). With `convs="all"` every other `Conv2d`
+(ConvNeXt depthwise and downsampling convs, PVT-v2 spatial-reduction, depthwise and
+downsampling convs) gets one too.
+
+Init: exact identity by default (γ = 1, β = 0). The paper draws γ ~ N(1, 0.02²),
+β ~ N(0, 0.02²); `init_std=0.02` reproduces that (then the model is not the identity at init).
+Mergeable (re-parameterisation): W' = γ ⊙ W, b' = γ ⊙ b + β folds into the preceding layer, so
+the merged model is the plain timm model with the same outputs and no extra inference cost.
+
+Trainable encoder parameters: 2 · Σ_targets C_out (ViT-B/16: 2 · 768 · (1 + 12·11 + 1) = 205,824).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from ..layers.scale_shift import ScaleShift, channel_layout
+from ..layers.wrapper import AdaptedLayer
+from .config import MethodConfig, option
+from .context import InstallContext
+from .registry import MethodInfo, register
+
+
+@dataclass
+class SsfConfig(MethodConfig):
+    init_std: float = option(
+        0.0, "0: γ=1, β=0 (identity); > 0: γ~N(1, std²), β~N(0, std²) (paper: 0.02)"
+    )
+    convs: Literal["patch_embed", "all"] = option(
+        "patch_embed", "which Conv2d layers get SSF: the patch embedding only, or all"
+    )
+
+    def validate(self) -> None:
+        self._require(self.init_std >= 0, f"init_std must be >= 0, got {self.init_std}")
+        self._require(
+            self.convs in ("patch_embed", "all"),
+            f"convs must be 'patch_embed' or 'all', got {self.convs!r}",
+        )
+
+
+def _innermost(module: nn.Module) -> nn.Module:
+    while isinstance(module, AdaptedLayer):
+        module = module.base
+    return module
+
+
+def _positions(root: nn.Module, skip: set[int]) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, layer) of every layer under `root`, looking through vpeft wrappers.
+
+    A wrapped layer is reported at the wrapper's position (so SSF follows the adapted output);
+    the trainable pieces inside a wrapper are never entered.
+    """
+    for name, child in root.named_children():
+        if id(child) in skip:
+            continue
+        layer = _innermost(child)
+        yield root, name, layer
+        yield from _positions(layer, skip)
+
+
+def ssf_targets(ctx: InstallContext, convs: str) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Positions SSF follows: Linear, LayerNorm, and the patch-embedding (or every) Conv2d."""
+    head = {id(m) for m in ctx.spec.classifier().modules()}
+    patch_convs = [m for m in ctx.spec.patch_embed.modules() if isinstance(m, nn.Conv2d)]
+    patch_conv = patch_convs[0] if patch_convs else None
+
+    def wanted(layer: nn.Module) -> bool:
+        if isinstance(layer, nn.Conv2d):
+            return convs == "all" or layer is patch_conv
+        return isinstance(layer, nn.Linear | nn.LayerNorm)
+
+    targets, seen = [], set()
+    for parent, attr, layer in _positions(ctx.model, head):
+        if wanted(layer) and id(layer) not in seen:  # a layer reachable twice gets one SSF
+            seen.add(id(layer))
+            targets.append((parent, attr, layer))
+    return targets
+
+
+def install_ssf(ctx: InstallContext, cfg: SsfConfig) -> None:
+    """Attach one `ScaleShift` after each target layer (sequential, so it merges)."""
+    for parent, attr, layer in ssf_targets(ctx, cfg.convs):
+        channels, trailing = channel_layout(layer)
+        ref = layer.weight
+        module = ScaleShift(channels, trailing, cfg.init_std).to(ref.device, ref.dtype)
+        AdaptedLayer.wrap(parent, attr).add_sequential("ssf", module)
+        ctx.train(module)
+
+
+register(
+    MethodInfo(
+        name="ssf",
+        family="reparameterization",
+        paper="Lian et al., Scaling & Shifting Your Features: A New Baseline for Efficient "
+        "Model Tuning, NeurIPS 2022",
+        mergeable=True,
+        config=SsfConfig,
+        install=install_ssf,
+        summary="per-channel scale and shift after every linear, LayerNorm and the patch conv",
+    )
+)

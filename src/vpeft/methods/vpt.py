@@ -1,0 +1,121 @@
+"""Visual Prompt Tuning (Jia et al., ECCV 2022): `vpt-shallow` and `vpt-deep`.
+
+Pinned definition (spec/baselines.md, docs/methods/prompts.md):
+
+- ViT — p prompt tokens enter the token sequence after the class/register tokens,
+  [x_cls, P, x_patches], at the input of the first block (Eq. 1, shallow); deep re-inserts p new
+  tokens at the input of every block, discarding the previous block's prompt outputs (Eq. 2).
+  Prompts are removed before the final norm, so the head (class token or average pooling over
+  patches) never sees them. Trainable: p·D (shallow), L·p·D (deep).
+- Swin / PVT-v2 — p tokens of the stage width act as extra keys/values of a block's attention
+  (every Swin window, zero bias and mask; PVT-v2 after the spatial reduction), projected by the
+  frozen k/v layers; their query outputs are not computed. Shallow: the first block only (p·C₀);
+  deep: every block (Σ_blocks p·C_stage).
+- ConvNeXt has no tokens: unsupported.
+
+Init uniform(−v, v), v = √(6 / (3·patch² + width)); prompt dropout 0.1. Not an identity at init
+(the prompts take attention mass) and not mergeable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from ..errors import ConfigError
+from ..layers.prompts import (
+    ExtendedAttention,
+    PromptInsertion,
+    PromptKeyValues,
+    PromptRemoval,
+    PromptReplacement,
+    PromptTokens,
+    prompt_init_bound,
+)
+from .config import MethodConfig, option
+from .context import InstallContext
+from .registry import MethodInfo, register
+
+PAPER = "Jia et al., Visual Prompt Tuning, ECCV 2022"
+BACKBONES = ("vit", "swin", "pvt_v2")
+
+
+@dataclass
+class VptConfig(MethodConfig):
+    num_tokens: int = option(50, "prompt length p (tokens per prompted layer)")
+    dropout: float = option(0.1, "dropout on the prompt tokens during training")
+
+    def validate(self) -> None:
+        self._require(self.num_tokens >= 1, f"num_tokens must be >= 1, got {self.num_tokens}")
+        self._require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def _new_prompts(
+    ctx: InstallContext, cfg: VptConfig, width: int, like: torch.Tensor
+) -> PromptTokens:
+    bound = prompt_init_bound(ctx.spec.patch_size, width)
+    prompts = PromptTokens(cfg.num_tokens, width, bound, cfg.dropout)
+    return prompts.to(like.device, like.dtype)
+
+
+def install_vit_tokens(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
+    """ViT: insert after `norm_pre`, replace at every later block input (deep), drop at `norm`."""
+    model, spec = ctx.model, ctx.spec
+    if isinstance(model.norm_pre, PromptInsertion):
+        raise ConfigError("prompt tokens are already installed in this ViT; apply VPT only once")
+    at, width = spec.num_prefix_tokens, spec.embed_dim
+    like = spec.blocks[0].attention.q.weight
+    first = _new_prompts(ctx, cfg, width, like)
+    model.norm_pre = PromptInsertion(model.norm_pre, first, at)
+    ctx.train(first, weight_decay=False)
+    if deep:
+        for i in range(1, len(model.blocks)):
+            prompts = _new_prompts(ctx, cfg, width, like)
+            model.blocks[i] = PromptReplacement(model.blocks[i], prompts, at)
+            ctx.train(prompts, weight_decay=False)
+    model.norm = PromptRemoval(model.norm, at, cfg.num_tokens)
+
+
+def install_key_value_prompts(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
+    """Swin / PVT-v2: prompts as extra keys/values of the first block (shallow) or every block."""
+    blocks = ctx.spec.blocks if deep else ctx.spec.blocks[:1]
+    for block in blocks:
+        attention = block.attention
+        like = attention.k.weight
+        source = PromptKeyValues(_new_prompts(ctx, cfg, attention.k.in_features, like))
+        ExtendedAttention.wrap(attention).add_source("vpt", source)
+        ctx.train(source, weight_decay=False)
+
+
+_INSTALLERS = {
+    "vit": install_vit_tokens,
+    "swin": install_key_value_prompts,
+    "pvt_v2": install_key_value_prompts,
+}
+
+
+def install_vpt(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
+    """Install VPT-shallow (`deep=False`) or VPT-deep (`deep=True`)."""
+    ctx.require_attention()
+    ctx.require_family(*_INSTALLERS)
+    _INSTALLERS[ctx.spec.family](ctx, cfg, deep)
+
+
+for _name, _deep, _summary in (
+    ("vpt-shallow", False, "p prompt tokens at the input of the first block"),
+    ("vpt-deep", True, "p new prompt tokens at the input of every block"),
+):
+    register(
+        MethodInfo(
+            name=_name,
+            family="prompt",
+            paper=PAPER,
+            mergeable=False,
+            config=VptConfig,
+            install=partial(install_vpt, deep=_deep),
+            summary=_summary,
+            backbones=BACKBONES,
+        )
+    )

@@ -1,0 +1,94 @@
+"""Backbones bundled with vpeft: small timm models pretrained by `scripts/pretrain_tiny_vit.py`
+on the procedural source task, so everything runs without a model hub.
+
+Each entry is a plain timm constructor plus keyword arguments; the weights file loads through
+timm's own `pretrained_cfg_overlay=dict(file=...)` mechanism.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from .errors import UnsupportedBackboneError
+
+ASSETS = Path(str(resources.files("vpeft") / "assets"))
+
+
+@dataclass(frozen=True)
+class BundledBackbone:
+    """A small pretrained backbone shipped in `vpeft/assets/`."""
+
+    name: str
+    timm_name: str
+    kwargs: dict[str, Any]
+    weights_file: str
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path:
+        return ASSETS / self.weights_file
+
+    @property
+    def recipe_path(self) -> Path:
+        return ASSETS / (Path(self.weights_file).stem + ".json")
+
+    def recipe(self) -> dict[str, Any]:
+        """The pretraining recipe and source-task accuracy recorded beside the weights."""
+        return json.loads(self.recipe_path.read_text())
+
+    def pretrained_cfg_overlay(self) -> dict[str, Any]:
+        size = self.kwargs.get("img_size", 224)
+        return {
+            "file": str(self.weights_path),
+            "input_size": (3, size, size),
+            "mean": self.mean,
+            "std": self.std,
+            "interpolation": "bicubic",
+            "num_classes": 0,
+        }
+
+    def create(self, pretrained: bool = True, **overrides: Any) -> nn.Module:
+        """Build the timm model; `pretrained=False` gives the same architecture, random init."""
+        kwargs = {**self.kwargs, "num_classes": 0, **overrides}
+        if pretrained and not self.weights_path.is_file():
+            raise UnsupportedBackboneError(
+                f"bundled weights {self.weights_path} are missing; re-install vpeft or run "
+                "scripts/pretrain_tiny_vit.py"
+            )
+        return timm.create_model(
+            self.timm_name,
+            pretrained=pretrained,
+            pretrained_cfg_overlay=self.pretrained_cfg_overlay(),
+            **kwargs,
+        )
+
+
+BUNDLED: dict[str, BundledBackbone] = {
+    "vit-tiny-synth": BundledBackbone(
+        name="vit-tiny-synth",
+        timm_name="vit_tiny_patch16_224",
+        kwargs={"img_size": 32, "patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4},
+        weights_file="vit_tiny_synth.safetensors",
+        description="ViT 4 blocks × 64 wide, patch 4, 32×32 input, pretrained on synth-source",
+    ),
+}
+
+
+def bundled_backbone(name: str) -> BundledBackbone:
+    """Look up a bundled backbone by name."""
+    try:
+        return BUNDLED[name]
+    except KeyError:
+        raise UnsupportedBackboneError(
+            f"unknown bundled backbone {name!r}; available: {sorted(BUNDLED)}"
+        ) from None
