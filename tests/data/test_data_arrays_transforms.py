@@ -84,7 +84,7 @@ def test_interpolation_is_configurable_and_checked() -> None:
     bicubic = make_transform(8, *unit)(checker)
     assert set(nearest.unique().tolist()) == {0.0, 1.0}
     assert len(bicubic.unique()) > 2 and bicubic.min() >= 0 and bicubic.max() <= 1
-    with pytest.raises(DatasetError, match="unknown interpolation 'lanczos'.*bicubic"):
+    with pytest.raises(DatasetError, match=r"unknown interpolation 'lanczos'.*bicubic"):
         make_transform(8, interpolation="lanczos")
     with pytest.raises(DatasetError, match=r"\(3, H, W\) or \(N, 3, H, W\)"):
         nearest_t = make_transform(8, *unit)

@@ -62,6 +62,8 @@ def test_vtab_transform_resizes_and_normalises(vtab_root: Path) -> None:
     assert torch.allclose(image[:, 5, 5], torch.tensor([1.0, -1.0, -1.0]), atol=1e-5)
     arrays = VTAB1kDataset(vtab_root, "test").to_arrays(8)
     assert arrays.images.shape == (2, 8, 8, 3) and arrays.num_classes == 5
+    x, y = VTAB1kDataset(vtab_root, "train800", transform=t).as_tensors()
+    assert x.shape == (3, 3, 16, 16) and y.tolist() == [0, 1, 2]
 
 
 def test_vtab_errors_name_the_problem(vtab_root: Path) -> None:
@@ -187,6 +189,15 @@ def test_folder_errors_name_the_problem(folder_root: Path, write_png) -> None:
         ImageFolderDataset(folder_root, "empty")
     with pytest.raises(DatasetError, match=r"image folder root .*nowhere does not exist"):
         ImageFolderDataset(folder_root / "nowhere", "train")
+
+
+def test_as_tensors_needs_one_size(folder_root: Path, write_png) -> None:
+    write_png(folder_root / "val" / "eel" / "2.png", RED, size=(5, 5))
+    ds = ImageFolderDataset(folder_root, "val")
+    with pytest.raises(DatasetError, match="2 sizes; pass a transform that resizes"):
+        ds.as_tensors()
+    x, _ = ds.as_tensors(make_transform(4, (0, 0, 0), (1, 1, 1)))
+    assert x.shape == (2, 3, 4, 4)
 
 
 def test_unreadable_image_is_reported(folder_root: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -116,6 +117,13 @@ def test_corrupt_or_foreign_cache_is_regenerated(tmp_path: Path) -> None:
         assert int(npz["meta_seed"]) == 3
 
 
+def test_unwritable_cache_is_a_dataset_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(DatasetError, match="cannot write the synthetic-data cache"):
+        syn.load_split("synth-position", "val200", cache_dir=blocker / "cache")
+
+
 def test_vpeft_cache_variable_sets_the_folder(synth_root: Path) -> None:
     assert syn.default_cache_dir() == synth_root / "synthetic"
     syn.load_split("synth-count", "val200")
@@ -184,11 +192,22 @@ def test_orientation_labels_follow_the_principal_axis() -> None:
     assert (circular <= 1).mean() > 0.85
 
 
+def test_counted_objects_never_overlap() -> None:
+    rng = np.random.default_rng(0)
+    radii = rng.uniform(2.5, 4.5, (2000, 6)).astype(np.float32)
+    cx, cy = syn.S.place_apart(rng, radii)
+    gap = np.hypot(cx[:, :, None] - cx[:, None], cy[:, :, None] - cy[:, None])
+    gap -= radii[:, :, None] + radii[:, None]
+    gap[:, np.arange(6), np.arange(6)] = np.inf
+    assert gap.min() >= 0.99
+    assert (cx - radii).min() >= 0 and (cx + radii).max() <= 32
+
+
 def test_count_labels_follow_the_amount_of_foreground() -> None:
     ds = syn.load_split("synth-count", "test")
     area = _foreground(ds.images).sum(axis=(1, 2))
     means = [area[ds.labels == c].mean() for c in range(ds.num_classes)]
-    assert all(a < b for a, b in zip(means, means[1:], strict=False)), means
+    assert all(a < b for a, b in itertools.pairwise(means)), means
 
 
 def test_distance_labels_follow_apparent_size() -> None:
@@ -198,4 +217,4 @@ def test_distance_labels_follow_apparent_size() -> None:
     row_median = np.median(pixels, axis=2, keepdims=True)
     area = (np.abs(pixels - row_median).max(axis=-1) > 0.15).sum(axis=(1, 2))
     per_bin = [area[ds.labels == b].mean() for b in range(ds.num_classes)]
-    assert all(a > b for a, b in zip(per_bin, per_bin[1:], strict=False)), per_bin
+    assert all(a > b for a, b in itertools.pairwise(per_bin)), per_bin

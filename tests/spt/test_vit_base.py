@@ -38,10 +38,11 @@ def test_budgets_give_real_counts_within_3_percent(vit_base, tmp_path) -> None:
             assert abs(real - budget) <= 0.03 * budget, (structured, budget, real)
             assert plan.breakdown()["structured"] > 0 and plan.breakdown()["sparse"] > 0
     strict = build_plan(model, sens, BUDGETS[0], "lora", fill=False)  # the reference rule
-    assert abs(strict.total - BUDGETS[0]) > 0.03 * BUDGETS[0]  # lands half a jump away here
+    filled = build_plan(model, sens, BUDGETS[0], "lora").total
+    assert abs(filled - BUDGETS[0]) <= abs(strict.total - BUDGETS[0])  # here 0 vs -5.3%
 
     table = plan.table()
-    assert "budget 1,000,000, trainable 1,000,000 (+0.00%)" in table
+    assert f"budget 1,000,000, trainable {plan.total:,} (" in table
     blocks, roles, grid = plan.shares()
     assert blocks == list(range(12)) and roles == ["q", "k", "v", "proj", "fc1", "fc2"]
     assert abs(sum(map(sum, grid)) - 100.0) < 1e-6

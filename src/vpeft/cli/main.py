@@ -27,7 +27,9 @@ from importlib import import_module
 import typer
 
 #: Command modules under `vpeft.cli`, registered in this order (= order in `vpeft --help`).
-COMMAND_MODULES: tuple[str, ...] = ("methods", "params", "profile", "train", "eval", "sensitivity")
+COMMAND_MODULES: tuple[str, ...] = (
+    "methods", "params", "profile", "train", "eval", "sensitivity", "demo",
+)  # fmt: skip
 
 app = typer.Typer(
     name="vpeft",

@@ -110,6 +110,9 @@ def sensitivity(
     beta: Annotated[
         float, typer.Option(help="vector threshold: whole if picks >= length/beta.")
     ] = 5.0,
+    fill: Annotated[
+        bool, typer.Option(help="fill the budget with next-ranked sparse entries (else top-tau).")
+    ] = True,
     plan_out: Annotated[
         Path | None, typer.Option("--plan-out", help="where to write the allocated plan.")
     ] = None,
@@ -169,7 +172,7 @@ def sensitivity(
         result = Sensitivity.load(scores)
         record.update(scores=str(scores), **result.meta)
     if budget is not None:
-        plan = build_plan(model.cpu(), result, budget, structured, rank, alpha, beta)
+        plan = build_plan(model.cpu(), result, budget, structured, rank, alpha, beta, fill)
         plan.save(plan_out)
         image = plot_heatmap(plan, png or plan_out.with_suffix(".png"))
         record.update(

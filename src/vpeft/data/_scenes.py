@@ -254,8 +254,8 @@ def render_thermal(rng: np.random.Generator, labels: Array, role: str) -> Array:
     heat = 0.1 + R.value_noise(rng, n, SIZE, cells=3) * col(rng.uniform(0.1, 0.35, n))
     for _ in range(2):  # warm clutter
         pose = random_pose(rng, n, (2.0, 4.5))
-        blob = R.shape_distance(("circle",), np.zeros(n, np.int64), *_unit_frame(pose))
-        heat += R.coverage(blob * col(pose.radius)) * col(rng.uniform(0.0, 0.45, n))
+        blob = shape_alpha(("circle",), np.zeros(n, np.int64), pose)
+        heat += blob * col(rng.uniform(0.0, 0.45, n))
     pose = random_pose(rng, n, (6.0, 11.0))
     body = shape_alpha(R.SOURCE_SHAPES, labels, pose)
     u, v = _unit_frame(pose)
@@ -285,20 +285,48 @@ def plain_object(
 
 
 def place_apart(rng: np.random.Generator, radii: Array, tries: int = 40) -> tuple[Array, Array]:
-    """Centres ``(n, k)`` for ``k`` objects per image whose discs do not overlap (best effort)."""
+    """Centres ``(n, k)`` for ``k`` objects per image whose discs do not overlap.
+
+    Each object is re-drawn up to ``tries`` times; one that still clashes is put at the freest of
+    a few candidate spots and shrunk to fit there (``radii`` is updated in place).
+    """
     k = radii.shape[1]
     cx = rng.uniform(radii, SIZE - radii).astype(F32)
     cy = rng.uniform(radii, SIZE - radii).astype(F32)
     for j in range(1, k):
         for _ in range(tries):
-            gap = np.hypot(cx[:, :j] - cx[:, j : j + 1], cy[:, :j] - cy[:, j : j + 1])
-            clash = (gap < radii[:, :j] + radii[:, j : j + 1] + 1.0).any(axis=1)
+            clash = _clearance(cx[:, j], cy[:, j], cx[:, :j], cy[:, :j], radii[:, :j]) < radii[:, j]
             if not clash.any():
                 break
             r = radii[clash, j]
             cx[clash, j] = rng.uniform(r, SIZE - r)
             cy[clash, j] = rng.uniform(r, SIZE - r)
+        if clash.any():
+            _squeeze_in(rng, cx, cy, radii, j, np.flatnonzero(clash))
     return cx, cy
+
+
+def _clearance(x: Array, y: Array, cx: Array, cy: Array, radii: Array) -> Array:
+    """Largest radius (less a 1-pixel gap) a disc at ``(x, y)`` can take without touching the
+    discs ``(cx, cy, radii)`` of shape ``(n, j)``; ``x`` and ``y`` are ``(n,)`` or ``(n, m)``."""
+    shape = x.shape
+    x, y = x.reshape(shape[0], -1), y.reshape(shape[0], -1)
+    gap = np.hypot(x[..., None] - cx[:, None, :], y[..., None] - cy[:, None, :])
+    room = (gap - radii[:, None, :]).min(axis=-1) - 1.0
+    return room.reshape(shape)
+
+
+def _squeeze_in(
+    rng: np.random.Generator, cx: Array, cy: Array, radii: Array, j: int, rows: Array
+) -> None:
+    xs = rng.uniform(2.0, SIZE - 2.0, (rows.size, 64)).astype(F32)
+    ys = rng.uniform(2.0, SIZE - 2.0, (rows.size, 64)).astype(F32)
+    room = _clearance(xs, ys, cx[rows, :j], cy[rows, :j], radii[rows, :j])
+    room = np.minimum(room, np.minimum.reduce([xs, ys, SIZE - xs, SIZE - ys]))
+    best = room.argmax(axis=1)
+    pick = np.arange(rows.size)
+    cx[rows, j], cy[rows, j] = xs[pick, best], ys[pick, best]
+    radii[rows, j] = np.clip(np.minimum(radii[rows, j], room[pick, best]), 1.5, None)
 
 
 def render_count(rng: np.random.Generator, labels: Array, role: str) -> Array:

@@ -108,6 +108,23 @@ class ImageListDataset(Dataset):
     def class_counts(self) -> np.ndarray:
         return np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=self.num_classes)
 
+    def as_tensors(self, transform: Transform | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image, read once and transformed (default: the dataset's transform), stacked as
+        ``(images (N, 3, H, W), labels int64 (N,))``. The transform must give one size for all."""
+        transform = self.transform if transform is None else transform
+        images = []
+        for path, _ in self.samples:
+            image = load_image(path)
+            images.append(transform(image) if transform is not None else image)
+        sizes = {tuple(img.shape) for img in images}
+        if len(sizes) > 1:
+            raise DatasetError(
+                f"dataset {self.name!r}: images come in {len(sizes)} sizes; pass a transform that "
+                "resizes them (e.g. vpeft.data.make_transform(size)) to stack them"
+            )
+        labels = torch.tensor(self.targets, dtype=torch.int64)
+        return (torch.stack(images) if images else torch.empty(0, 3, 0, 0)), labels
+
     def to_arrays(self, size: int | tuple[int, int]) -> ArrayImageDataset:
         """Load every image, resized (bicubic) to ``size``, into an :class:`ArrayImageDataset`."""
         h, w = (size, size) if isinstance(size, int) else size

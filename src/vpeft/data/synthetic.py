@@ -44,7 +44,8 @@ _CHUNK = 1000  # images rendered per call (bounds memory; part of the seeding sc
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """What a synthetic task is: its group, classes and split sizes."""
+    """What a synthetic task is: its group (``"source"`` for the pretraining task, else
+    ``"natural"``, ``"specialized"`` or ``"structured"``), classes and split sizes."""
 
     name: str
     group: str
@@ -52,7 +53,7 @@ class TaskInfo:
     splits: dict[str, int]
     description: str
     classes: tuple[str, ...] = field(default=())
-    #: Whether a horizontal flip keeps the label (false for position, orientation, azimuth...).
+    #: Whether a horizontal flip keeps the label (false for digits, position, orientation...).
     flip_safe: bool = True
 
 
@@ -118,7 +119,8 @@ def _registry() -> dict[str, _Task]:
                 "full-frame textures with random colours, scale, rotation and lighting"),
         _target("synth-digits", "natural", S.render_digits, _bins("digit", 10),
                 "scikit-learn's real handwritten digits, upscaled, transformed and coloured; test "
-                "images come from digits never used for train/val", test_size=1000),
+                "images come from digits never used for train/val", test_size=1000,
+                flip_safe=False),
         _target("synth-xray", "specialized", S.render_xray, shapes,
                 "source shapes as blurred, noisy grey densities over bone-like clutter"),
         _target("synth-thermal", "specialized", S.render_thermal, shapes,
@@ -171,10 +173,14 @@ def all_tasks() -> list[str]:
 # --------------------------------------------------------------------------- generation
 
 
-def _seed_sequence(name: str, seed: int) -> np.random.SeedSequence:
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DatasetError(f"seed must be a non-negative integer, got {seed!r}")
-    return np.random.SeedSequence([int(seed), zlib.crc32(name.encode()), GENERATOR_VERSION])
+    return int(seed)
+
+
+def _seed_sequence(name: str, seed: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([_check_seed(seed), zlib.crc32(name.encode()), GENERATOR_VERSION])
 
 
 def balanced_labels(
@@ -268,7 +274,7 @@ def cache_path(name: str, seed: int = 0, cache_dir: str | Path | None = None) ->
     """Where the cached arrays of ``name`` for ``seed`` live (the file may not exist yet)."""
     _task(name)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return folder / f"{name}-g{GENERATOR_VERSION}-s{int(seed)}.npz"
+    return folder / f"{name}-g{GENERATOR_VERSION}-s{_check_seed(seed)}.npz"
 
 
 def _meta(name: str, seed: int) -> dict[str, np.ndarray]:
@@ -280,7 +286,6 @@ def _meta(name: str, seed: int) -> dict[str, np.ndarray]:
 
 
 def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -321,9 +326,20 @@ def load_task(
     path = cache_path(name, seed, cache_dir)
     arrays = _read_cache(path, task, int(seed))
     if arrays is None:
+        _cache_io(path, lambda: path.parent.mkdir(parents=True, exist_ok=True))  # fail early
         arrays = generate_task(name, seed)
-        _write_atomic(path, {**arrays, **_meta(name, seed)})
+        _cache_io(path, lambda: _write_atomic(path, {**arrays, **_meta(name, seed)}))
     return arrays
+
+
+def _cache_io(path: Path, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot write the synthetic-data cache {path} ({exc}); point $VPEFT_CACHE or "
+            "cache_dir at a writable folder"
+        ) from None
 
 
 def load_split(

@@ -56,6 +56,9 @@ class SptConfig(MethodConfig):
     rank: int = option(8, "rank r of the structured module (LoRA rank / adapter bottleneck)")
     alpha: float = option(10.0, "a matrix is tuned structurally when it holds >= cost/alpha picks")
     beta: float = option(5.0, "a vector is tuned whole when it holds >= length/beta picks")
+    fill: bool = option(
+        True, "fill the budget with next-ranked sparse entries (false: the reference's top-tau)"
+    )
     dropout: float = option(0.1, "dropout on the structured branch input (none on proj)")
     drop_path: float = option(0.1, "drop-path (stochastic depth) on the structured branch")
 
@@ -121,7 +124,9 @@ def _resolve_plan(ctx: InstallContext, cfg: SptConfig, structured: str) -> SptPl
             stacklevel=2,
         )
         sensitivity = random_sensitivity(ctx.model, ctx.num_classes)
-    return build_plan(ctx.model, sensitivity, cfg.budget, structured, cfg.rank, cfg.alpha, cfg.beta)
+    return build_plan(
+        ctx.model, sensitivity, cfg.budget, structured, cfg.rank, cfg.alpha, cfg.beta, cfg.fill
+    )
 
 
 def _install_structured(
