@@ -16,7 +16,6 @@ holds :data:`GENERATOR_VERSION` and the seed, so a cache made by another generat
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vpeft.atomic import atomic_path
 from vpeft.data import _render as R
 from vpeft.data import _scenes as S
 from vpeft.data.arrays import ArrayImageDataset, Transform
@@ -286,15 +286,8 @@ def _meta(name: str, seed: int) -> dict[str, np.ndarray]:
 
 
 def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is fine to share
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def _read_cache(path: Path, task: _Task, seed: int) -> dict[str, np.ndarray] | None:

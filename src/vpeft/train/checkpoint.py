@@ -19,8 +19,6 @@ new checkpoint, never a torn one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..atomic import atomic_path, temporary_prefix
 from ..errors import VpeftError
 from . import rng
 
@@ -114,38 +113,14 @@ def save_checkpoint(
 
 def atomic_save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     """`save_file` to a temporary sibling, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # e.g. platforms without directory file descriptors
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def remove_stale_temporaries(path: str | Path) -> None:
     """Delete temporary files a killed `atomic_save` may have left beside `path`."""
     path = Path(path)
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+    for tmp in path.parent.glob(f"{temporary_prefix(path)}*.tmp"):
         tmp.unlink(missing_ok=True)
 
 

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
+
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
@@ -33,7 +19,7 @@ def rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     Called on resume with the history stored in the checkpoint, so lines of epochs the
     checkpoint does not cover are dropped and none is ever lost or duplicated.
     """
-    _atomic_text(path, "".join(json.dumps(r) + "\n" for r in history))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in history))
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
@@ -54,4 +40,4 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Atomically write ``summary.json``."""
-    _atomic_text(path, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
