@@ -83,7 +83,8 @@ def group_lasso_penalty(weight: torch.Tensor) -> torch.Tensor:
 
 
 def top_columns(norms: torch.Tensor, keep_frac: float) -> torch.Tensor:
-    """Indices (ascending) of the ⌈keep_frac·F⌉ columns with the largest norms."""
+    """Indices (ascending) of the round(keep_frac·F) columns with the largest norms (at least 1;
+    rounding, not ceiling, so 0.7·320 keeps 224 despite floating-point error)."""
     if not 0.0 < keep_frac <= 1.0:
         raise ConfigError(f"keep_frac must be in (0, 1], got {keep_frac}")
     keep = max(1, min(norms.numel(), round(keep_frac * norms.numel())))
