@@ -24,9 +24,8 @@ OPTIONS: dict[str, dict[str, object]] = {
 def main() -> None:
     torch.manual_seed(0)
     base = vpeft.create_backbone("vit_base_patch16_224")
-    print(
-        "| method | family | mergeable | trains | ViT-B/16 trainable (encoder / with 100-class head) |"
-    )
+    header = "ViT-B/16 trainable (encoder / with 100-class head)"
+    print(f"| method | family | mergeable | trains | {header} |")
     print("|---|---|---|---|---|")
     for info in method_infos():
         options = OPTIONS.get(info.name, {})

@@ -14,15 +14,28 @@ from rich.table import Table
 
 from ..bench.demo import DEFAULT_METHODS, DEFAULT_TASKS, DemoRow, run_demo
 from ..bench.report import JSON_NAME, MARKDOWN_NAME, PLOT_NAME, method_means
+from ..data.synthetic import TARGET_TASKS
 from .common import JsonOpt, console, emit_json, handles_errors
 
 DEFAULT_OUT = Path("vpeft-demo")
 TABLE_WIDTH = 132  # the full table without truncated cells, also when stdout is not a terminal
 _err = Console(stderr=True)
 
-ListOpt = Annotated[
+TasksOpt = Annotated[
     list[str] | None,
-    typer.Option(help="comma-separated and/or repeated names (default: the demo's set)."),
+    typer.Option(
+        help="synthetic target tasks, comma-separated and/or repeated (default: "
+        f"{', '.join(DEFAULT_TASKS)}; all: {', '.join(TARGET_TASKS)}).",
+        show_default=False,
+    ),
+]
+MethodsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help=f"methods, comma-separated and/or repeated (default: {', '.join(DEFAULT_METHODS)}); "
+        "other registered methods run with lr 1e-2 for 5 epochs and default options.",
+        show_default=False,
+    ),
 ]
 
 
@@ -48,8 +61,8 @@ def _command(out: Path, tasks: list[str] | None, methods: list[str] | None, **fl
 @handles_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="folder for the result files.")] = DEFAULT_OUT,
-    tasks: ListOpt = None,
-    methods: ListOpt = None,
+    tasks: TasksOpt = None,
+    methods: MethodsOpt = None,
     epochs: Annotated[
         int | None,
         typer.Option(min=1, help="epochs for every method (default: each method's own)."),
@@ -64,7 +77,7 @@ def demo(
     """Adapt the bundled `vit-tiny-synth` with several methods to one synthetic task per group.
 
     Default: linear, full, bitfit, lora, adapter, adaptformer and vpt-deep on synth-objects
-    (natural), synth-thermal (specialized) and synth-position (structured); each trains on
+    (natural), synth-thermal (specialized) and synth-orientation (structured); each trains on
     train800 and reports the test top-1 after its last epoch. Prints a table (top-1, trainable
     parameters, training FLOPs, wall time) and writes results.json, results.md and
     accuracy_vs_params.png into --out.
@@ -95,7 +108,9 @@ def demo(
     if json_out:  # exactly what was written to results.json
         emit_json(json.loads((out / JSON_NAME).read_text()))
         return
-    console.print(_table(rows), width=max(console.width, TABLE_WIDTH))
+    # piped or captured output is not truncated to the 80-column default; terminals fit as usual
+    wide = console if console.is_terminal else Console(width=max(console.width, TABLE_WIDTH))
+    wide.print(_table(rows))
     console.print(
         f"wrote {out / JSON_NAME}, {out / MARKDOWN_NAME} and {out / PLOT_NAME}", highlight=False
     )
