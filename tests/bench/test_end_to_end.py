@@ -26,7 +26,7 @@ STRUCTURED_TASKS = ("synth-orientation", "synth-count")
 #: The best PEFT method on the structured task's val200 (benchmarks/demo_hparams.py), not on test.
 BEST_STRUCTURED_PEFT = "adapter"
 EPOCHS = 4
-TEST_IMAGES = 1000  # the first 1000 test images (balanced classes) keep the tests short
+TEST_IMAGES = 1000  # the first 1000 test images keep the tests short
 
 
 def _data(task: str) -> TaskData:
@@ -52,11 +52,12 @@ def test_peft_method_clearly_beats_an_untrained_head(method: str) -> None:
     data = _data(LEARN_TASK)
     chance = 100.0 / data.num_classes
     untrained = _untrained_head_top1(data)
-    assert untrained <= chance + 8.0  # measured: …
+    assert untrained <= chance + 8.0  # measured: 12.1 (chance 12.5)
     row = _run(method, LEARN_TASK, data)
-    # measured (seed 0, EPOCHS epochs): …
-    assert row.test_top1 >= chance + 25.0, row
-    assert row.test_top1 >= untrained + 20.0, row
+    # measured (seed 0, 4 epochs): bitfit 75.7, lora 83.0, adapter 84.6, adaptformer 79.1,
+    # vpt-deep 67.3 — the thresholds leave ≥ 14 points of slack
+    assert row.test_top1 >= chance + 40.0, row
+    assert row.test_top1 >= untrained + 35.0, row
 
 
 def test_a_peft_method_beats_the_linear_probe_on_the_structured_group() -> None:
@@ -65,5 +66,5 @@ def test_a_peft_method_beats_the_linear_probe_on_the_structured_group() -> None:
         data = _data(task)
         linear.append(_run("linear", task, data).test_top1)
         peft.append(_run(BEST_STRUCTURED_PEFT, task, data).test_top1)
-    # measured (seed 0): …
-    assert fmean(peft) >= fmean(linear) + 5.0, (peft, linear)
+    # measured (seed 0): adapter 84.6 / 73.9 vs linear 44.3 / 51.2 (orientation / count): +31.5
+    assert fmean(peft) >= fmean(linear) + 15.0, (peft, linear)
