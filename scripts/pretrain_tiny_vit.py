@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from vpeft.atomic import atomic_path, atomic_write_text
 from vpeft.data import synthetic
 from vpeft.zoo import ASSETS, bundled_backbone
 
@@ -125,11 +126,12 @@ def main() -> None:
     model.reset_classifier(0)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = args.out / entry.weights_file
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        str(weights),
-        metadata={"format": "pt", "vpeft_backbone": entry.name},
-    )
+    with atomic_path(weights) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            str(tmp),
+            metadata={"format": "pt", "vpeft_backbone": entry.name},
+        )
     recipe = {
         "backbone": entry.name,
         "timm_name": entry.timm_name,
@@ -137,6 +139,7 @@ def main() -> None:
         "source_task": synthetic.SOURCE_TASK,
         "source_classes": train.num_classes,
         "source_train_images": len(x_train),
+        "data_generator_version": synthetic.GENERATOR_VERSION,
         "source_val_top1": round(val_acc, 4),
         "source_train_top1_first5000": round(train_acc, 4),
         "epochs": args.epochs,
@@ -160,8 +163,8 @@ def main() -> None:
             f"python scripts/pretrain_tiny_vit.py --device {args.device} --epochs {args.epochs}"
         ),
     }
-    (args.out / (Path(entry.weights_file).stem + ".json")).write_text(
-        json.dumps(recipe, indent=2) + "\n"
+    atomic_write_text(
+        args.out / (Path(entry.weights_file).stem + ".json"), json.dumps(recipe, indent=2) + "\n"
     )
     print(json.dumps(recipe, indent=2))
 

@@ -64,6 +64,9 @@ def test_recipe_records_source_accuracy_and_matches_the_file() -> None:
     chance = 1.0 / recipe["source_classes"]
     assert 0.5 < recipe["source_val_top1"] <= 1.0 and recipe["source_val_top1"] > 10 * chance
     assert recipe["epochs"] >= 1 and recipe["lr"] > 0 and recipe["command"]
+    # the source images it saw: generator 1 (the current generator renders the same scenes with
+    # other random draws, see docs/results.md)
+    assert 1 <= recipe["data_generator_version"] <= synthetic.GENERATOR_VERSION
     with safe_open(str(WEIGHTS), "pt") as f:
         assert f.metadata()["vpeft_backbone"] == recipe["backbone"]
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118

@@ -118,7 +118,8 @@ def test_report_means_per_method_and_group() -> None:
     means = {m["method"]: m for m in method_means(rows)}
     assert list(means) == ["linear", "lora"]
     assert means["lora"]["test_top1"] == 55.0 and means["linear"]["test_top1"] == 30.0
-    assert means["lora"]["trainable"] == 110 and means["lora"]["wall_s"] == 3.0
+    assert means["lora"]["trainable"] == 110 and means["lora"]["wall_s_total"] == 3.0
+    assert means["lora"]["wall_s"] == 1.5
     assert group_means(rows) == {
         "linear": {"natural": 40.0, "structured": 20.0},
         "lora": {"natural": 50.0, "structured": 60.0},

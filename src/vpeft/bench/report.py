@@ -1,5 +1,5 @@
 """Demo outputs: per-method means, ``results.json``, ``results.md`` and the accuracy-vs-parameters
-plot, each written atomically (a temporary file in the same folder, then `os.replace`)."""
+plot, each written atomically (`vpeft.atomic`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from ..atomic import atomic_write_bytes
 from .demo import DemoRow
 
 JSON_NAME = "results.json"
@@ -22,7 +22,7 @@ PLOT_NAME = "accuracy_vs_params.png"
 
 def method_means(rows: Sequence[DemoRow]) -> list[dict[str, Any]]:
     """One record per method (first-seen order): means over its tasks of top-1, trainable
-    counts and FLOPs, and its summed wall time."""
+    counts, FLOPs and wall time, and the wall time summed over its tasks."""
     by_method: dict[str, list[DemoRow]] = {}
     for row in rows:
         by_method.setdefault(row.method, []).append(row)
@@ -39,7 +39,8 @@ def method_means(rows: Sequence[DemoRow]) -> list[dict[str, Any]]:
                 "trainable": fmean(r.trainable for r in group),
                 "train_step_flops_per_image": fmean(r.train_step_flops_per_image for r in group),
                 "train_flops": fmean(r.train_flops for r in group),
-                "wall_s": sum(r.wall_s for r in group),
+                "wall_s": fmean(r.wall_s for r in group),
+                "wall_s_total": sum(r.wall_s for r in group),
             }
         )
     return means
@@ -65,7 +66,8 @@ def results_json(rows: Sequence[DemoRow], meta: dict[str, Any]) -> dict[str, Any
             "train_step_flops_per_image": "forward + backward FLOPs of one training image "
             "(PyTorch FLOP counter, 2 per multiply-accumulate)",
             "train_flops": "train_step_flops_per_image × train images × epochs",
-            "wall_s": "seconds to build, train and evaluate (per row); means: summed over tasks",
+            "wall_s": "seconds to build, train and evaluate (per row; means: mean over tasks)",
+            "wall_s_total": "means only: wall seconds summed over the method's tasks",
         },
     }
 
@@ -102,17 +104,18 @@ def markdown(rows: Sequence[DemoRow], meta: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Per-method means over tasks (wall time summed):",
+        "Per-method means over tasks:",
         "",
         "| method | tasks | mean test top-1 | trainable encoder | trainable all "
-        "| train GFLOPs / image | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| train GFLOPs / image | mean wall s | total wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in method_means(rows):
         lines.append(
             f"| {m['method']} | {m['tasks']} | {m['test_top1']:.1f} | "
             f"{m['trainable_encoder']:,.0f} | {m['trainable']:,.0f} | "
-            f"{_gflops(m['train_step_flops_per_image'])} | {m['wall_s']:.1f} |"
+            f"{_gflops(m['train_step_flops_per_image'])} | {m['wall_s']:.1f} | "
+            f"{m['wall_s_total']:.1f} |"
         )
     groups = sorted({r.group for r in rows}, key=[r.group for r in rows].index)
     gm = group_means(rows)
@@ -170,31 +173,15 @@ def plot_png(rows: Sequence[DemoRow], title: str = "") -> bytes:
     return buffer.getvalue()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(
     rows: Sequence[DemoRow], meta: dict[str, Any], out_dir: str | os.PathLike[str]
 ) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``accuracy_vs_params.png`` into `out_dir`."""
     out = Path(out_dir)
     paths = {"json": out / JSON_NAME, "markdown": out / MARKDOWN_NAME, "plot": out / PLOT_NAME}
-    atomic_write(paths["plot"], plot_png(rows))
-    atomic_write(paths["markdown"], markdown(rows, meta).encode())
+    atomic_write_bytes(paths["plot"], plot_png(rows))
+    atomic_write_bytes(paths["markdown"], markdown(rows, meta).encode())
     record = results_json(rows, meta)
     record["files"] = {k: str(v) for k, v in paths.items()}
-    atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
     return paths

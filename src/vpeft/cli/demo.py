@@ -119,8 +119,8 @@ def demo(
 def _table(rows: list[DemoRow]) -> Table:
     table = Table(
         title="vpeft demo on vit-tiny-synth: test top-1 after the last epoch (train800)",
-        caption="train GFLOPs / image: forward + backward of one training image; "
-        "TFLOPs: all epochs",
+        caption="GFLOPs/img: forward + backward of one training image; TFLOPs: all epochs; "
+        "wall s: build + train + evaluate (mean rows: mean over tasks)",
     )
     for name in ("method", "task", "group"):
         table.add_column(name)
