@@ -21,6 +21,8 @@ from torch import nn
 from ..backbones.attention import AttentionOps, attention_ops, split_heads
 from ..backbones.spec import AttentionSpec
 from ..errors import ConfigError
+from .forwarding import ForwardsToWrapped
+from .wrapper import AdaptedLayer
 
 
 def prompt_init_bound(patch_size: int, width: int) -> float:
@@ -66,11 +68,14 @@ class PromptInsertion(nn.Module):
         return _splice(x, self.at, self.prompts(x.shape[0], x.dtype), drop=0)
 
 
-class PromptReplacement(nn.Module):
+class PromptReplacement(ForwardsToWrapped):
     """A block whose input prompt slice is replaced by its own prompts (VPT-deep Eq. 2).
 
-    The previous block's prompt outputs are discarded; extra block arguments pass through.
+    The previous block's prompt outputs are discarded; extra block arguments pass through and
+    the block's other attributes and methods are reachable on the wrapper.
     """
+
+    WRAPPED = "block"
 
     def __init__(self, block: nn.Module, prompts: PromptTokens, at: int) -> None:
         super().__init__()
@@ -131,12 +136,13 @@ class PrefixKeyValues(nn.Module):
         )
 
 
-class ExtendedAttention(nn.Module):
+class ExtendedAttention(ForwardsToWrapped):
     """A frozen attention module whose queries also attend to the keys/values of `sources`.
 
     softmax(q [K_e; K]ᵀ·s + [0 | bias]) [V_e; V]: extra keys get zero position bias and are
     visible through every mask (Swin shift mask, PVT after the spatial reduction). The module's
-    own forward arguments (`attn_mask`, `mask`, `feat_size`) pass through unchanged.
+    own forward arguments (`attn_mask`, `mask`, `feat_size`) pass through unchanged, and its
+    other attributes and methods (e.g. Swin's ``set_window_size``) are reachable on the wrapper.
     """
 
     def __init__(self, spec: AttentionSpec) -> None:
@@ -147,8 +153,16 @@ class ExtendedAttention(nn.Module):
 
     @classmethod
     def wrap(cls, spec: AttentionSpec) -> ExtendedAttention:
-        """The wrapper at the block's attention slot, installing one if the slot is still plain."""
-        current = getattr(spec.parent, spec.attr)
+        """The wrapper around the block's attention, installing one if there is none yet.
+
+        Methods that wrap the whole attention module in an `AdaptedLayer` (e.g. Houlsby's
+        adapter after attention) act on its output, so the extended attention goes inside them:
+        ``AdaptedLayer(base=ExtendedAttention(attention))`` whichever was installed first.
+        """
+        holder, attr = spec.parent, spec.attr
+        current = getattr(holder, attr)
+        while isinstance(current, AdaptedLayer):
+            holder, attr, current = current, "base", current.base
         if isinstance(current, cls):
             return current
         if current is not spec.module:
@@ -157,7 +171,7 @@ class ExtendedAttention(nn.Module):
                 "install prompt/prefix methods before methods that replace attention"
             )
         wrapper = cls(spec)
-        setattr(spec.parent, spec.attr, wrapper)
+        setattr(holder, attr, wrapper)
         return wrapper
 
     def add_source(self, name: str, source: nn.Module) -> None:

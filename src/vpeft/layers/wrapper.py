@@ -20,14 +20,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VpeftError
+from .forwarding import ForwardsToWrapped
 
 
 class NotMergeableError(VpeftError):
     """Raised when a layer carries a trainable piece that cannot be folded into weights."""
 
 
-class AdaptedLayer(nn.Module):
-    """A frozen `base` module plus parallel and sequential trainable pieces."""
+class AdaptedLayer(ForwardsToWrapped):
+    """A frozen `base` module plus parallel and sequential trainable pieces.
+
+    Attributes and methods it does not define are those of `base` (e.g. Swin's
+    ``attn.set_window_size`` still works on a wrapped attention)."""
 
     def __init__(self, base: nn.Module) -> None:
         super().__init__()
