@@ -1,7 +1,8 @@
 """Heat map of an SPT plan: sensitive-parameter share per block × matrix type (paper §4.4).
 
-A cell's value is the share (%) of all top-τ matrix entries that fall in that block's q, k, v,
-proj, fc1 or fc2 weight; cells whose matrix got the structured module carry its mark (L / A).
+A cell's value is the share (%) of all selected matrix entries (top-τ, plus the fill entries of
+a `fill` allocation) that fall in that block's q, k, v, proj, fc1 or fc2 weight; cells whose
+matrix got the structured module carry its mark (L / A). Plan with `fill=False` for plain top-τ.
 """
 
 from __future__ import annotations

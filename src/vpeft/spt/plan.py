@@ -29,7 +29,7 @@ class PlanEntry:
 
     unit: Unit
     decision: str  # "structured" | "full" | "sparse"
-    selected: int  # entries of the unit in the global top-τ
+    selected: int  # entries of the unit among those selected (global top-τ prefix + fill)
     cost: int  # trainable scalars it adds
     indices: torch.Tensor | None = None
 
@@ -177,7 +177,8 @@ class SptPlan:
 
     # -- inspection -----------------------------------------------------------------------
     def shares(self) -> tuple[list[int], list[str], list[list[float]]]:
-        """Sensitive-parameter share (% of all top-τ matrix entries) per block × matrix type."""
+        """Sensitive-parameter share per block × matrix type: % of all selected matrix entries
+        (the top-τ prefix plus, with allocation `fill`, the next-ranked fill entries)."""
         matrices = [e for e in self.entries if e.unit.kind == "matrix"]
         blocks = sorted({e.unit.block for e in matrices if e.unit.block is not None})
         roles = [r for r in MATRIX_ROLES if any(e.unit.role == r for e in matrices)]
