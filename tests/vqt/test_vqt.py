@@ -14,6 +14,7 @@ import vpeft
 from tests.helpers import BACKBONES, images, tiny_vit
 from tests.methods import checks
 from tests.vqt.naive import naive_vqt_features
+from vpeft.train.optim import decay_decisions
 from vpeft.vqt import PRIOR_BIAS, QueryTuning, query_init_bound
 
 #: the three ViT flavours the paper uses: supervised (CLS + final norm), MAE-style (average
@@ -201,3 +202,35 @@ def test_options_are_validated() -> None:
     pm = vpeft.apply(tiny_vit(), "vqt", num_classes=3)
     with pytest.raises(vpeft.ConfigError, match="already does"):
         vpeft.apply(pm, "vqt")
+
+
+def test_weighted_reduction_starts_as_mean_then_mixes_with_learned_weights(tmp_path) -> None:
+    """`reduce='weighted'`: z_m = Σ_t w_{m,t} Z'_{m,t}; w init 1/T reproduces `mean` exactly."""
+    t, depth, width = 3, 2, 32
+    weighted = checks.build("vqt", tiny_vit, num_queries=t, reduce="weighted").eval()
+    mean = checks.build("vqt", tiny_vit, num_queries=t, reduce="mean").eval()
+    vqt = weighted.forward_override
+    assert vqt.mix.shape == (depth, t) and torch.all(vqt.mix == 1.0 / t)
+    s = weighted.summary()
+    assert s.trainable_encoder == depth * t * width + depth * t  # queries + mixing weights
+    assert s.head == (width + depth * width) * 3 + 3  # D per layer, as `mean`
+    x = images(3)
+    with torch.no_grad():
+        torch.testing.assert_close(weighted(x), mean(x), atol=1e-6, rtol=1e-6)
+        vqt.mix.copy_(torch.tensor([[0.7, -0.2, 1.5], [0.0, 2.0, 0.3]]))
+        final, keys_values = vqt.backbone_pass(x)
+        summaries = vqt.summaries(keys_values, 3)  # eval: no query dropout
+        by_hand = [final] + [
+            sum(vqt.mix[m, i] * z[:, i] for i in range(t)) for m, z in enumerate(summaries)
+        ]
+        expected = torch.cat([F.normalize(g, dim=-1) for g in by_hand], dim=-1)
+        torch.testing.assert_close(vqt.features(x), expected, atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(weighted(x), mean(x), atol=1e-3)
+    (grad,) = torch.autograd.grad(weighted(x).logsumexp(-1).sum(), vqt.mix)
+    assert grad.abs().min() > 0  # every weight reaches the loss
+    decisions = {d.name: d for d in decay_decisions(weighted)}
+    assert not decisions["forward_override.mix"].decay
+    weighted.save(tmp_path / "w.safetensors")
+    loaded = vpeft.load(tmp_path / "w.safetensors", base=tiny_vit()).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), weighted(x), atol=0, rtol=0)

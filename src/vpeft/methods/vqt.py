@@ -65,8 +65,10 @@ class SelectionConfig(MethodConfig):
 class VqtConfig(SelectionConfig):
     num_queries: int = option(1, "query tokens T per block (paper default 1; 10/20 per task)")
     dropout: float = option(0.1, "dropout on the query tokens during training")
-    reduce: Literal["concat", "mean"] = option(
-        "concat", "per-layer summary: concat (T·D, paper) or mean over the T outputs (D)"
+    reduce: Literal["concat", "mean", "weighted"] = option(
+        "concat",
+        "per-layer summary: concat (T·D, paper), mean over the T outputs (D), or weighted "
+        "(learned per-layer weights over the T outputs, init 1/T; D)",
     )
 
     def validate(self) -> None:
@@ -95,6 +97,8 @@ def install_vqt(ctx: InstallContext, cfg: VqtConfig) -> None:
     ctx.train(module)
     # query tokens follow the library's token rule (no decay); the reference decays them
     ctx.train(module.queries, weight_decay=False)
+    if module.mix is not None:  # mixing weights are not shrunk towards 0 either
+        ctx.train(module.mix, weight_decay=False)
     ctx.set_forward(module, module.head)
 
 

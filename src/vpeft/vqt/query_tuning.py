@@ -40,7 +40,13 @@ REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 #: Tokens' worth of width each reduction keeps from T query outputs.
-REDUCED_TOKENS: dict[str, Callable[[int], int]] = {"concat": lambda t: t, "mean": lambda t: 1}
+REDUCED_TOKENS: dict[str, Callable[[int], int]] = {
+    "concat": lambda t: t,
+    "mean": lambda t: 1,
+    "weighted": lambda t: 1,
+}
+#: Reductions with learnable weights (held by `QueryTuning.mix`, not in `REDUCTIONS`).
+LEARNED_REDUCTIONS: tuple[str, ...] = ("weighted",)
 
 
 def query_init_bound(patch_size: int, width: int) -> float:
@@ -75,6 +81,12 @@ class QueryTuning(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.reduce = reduce
+        #: `weighted`: z_m = Σ_t w_{m,t} Z'_{m,t}, w (M, T) learned, init 1/T (= `mean` at init)
+        self.mix = (
+            nn.Parameter(torch.full((depth, num_queries), 1.0 / num_queries).to(like))
+            if reduce in LEARNED_REDUCTIONS
+            else None
+        )
         self.spec = spec
         self.ops: list[AttentionOps] = [
             attention_ops(b.attention)  # type: ignore[arg-type]
@@ -136,11 +148,17 @@ class QueryTuning(nn.Module):
             out.append(query_block(block, ops, tokens, *keys_values[m]))
         return out
 
+    def reduce_layer(self, m: int, z: torch.Tensor) -> torch.Tensor:
+        """Block m's feature group from its T query outputs z (B, T, D)."""
+        if self.mix is None:
+            return REDUCTIONS[self.reduce](z)
+        return torch.einsum("t,btd->bd", self.mix[m].to(z.dtype), z)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The concatenated, group-normalised features (B, feature_dim)."""
         final, keys_values = self.backbone_pass(x)
-        reduce = REDUCTIONS[self.reduce]
-        groups = [final] + [reduce(z) for z in self.summaries(keys_values, x.shape[0])]
+        summaries = self.summaries(keys_values, x.shape[0])
+        groups = [final] + [self.reduce_layer(m, z) for m, z in enumerate(summaries)]
         return normalize_groups(groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
