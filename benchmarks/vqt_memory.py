@@ -14,6 +14,7 @@ text) and, in Fig. 3b, VPT and AdaptFormer use 3.8× and 5.9× VQT's memory.
 
     .venv/bin/python benchmarks/vqt_memory.py                  # CPU estimate (+ GPU if present)
     .venv/bin/python benchmarks/vqt_memory.py --device cuda --json
+    .venv/bin/python benchmarks/vqt_memory.py --low-memory     # + last-k-blocks VPT / AdaptFormer
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("full fine-tuning", "full", {}),
 ]
 
+#: `--low-memory` (Fig. 3b's regime): VPT-deep and AdaptFormer with modules in the last k blocks
+#: only, so that backpropagation stops there; which k matches VQT's memory?
+LOW_MEMORY_BLOCKS = (1, 2, 3, 4, 6)
+LOW_MEMORY_METHODS: list[tuple[str, str, dict[str, Any]]] = [
+    (f"{name}, last {k}", method, {**options, "last_blocks": k})
+    for name, method, options in (
+        ("VPT-deep (50)", "vpt-deep", {"num_tokens": 50}),
+        ("AdaptFormer (64)", "adaptformer", {"bottleneck": 64}),
+    )
+    for k in LOW_MEMORY_BLOCKS
+]
+
 #: memory relative to VQT claimed by the paper (§1 / §4.4 text and Fig. 3b).
 PAPER_RATIO = {"vpt-deep": '3.8× (Fig. 3b); 4.2× ("76% less")', "adaptformer": "5.9× (Fig. 3b)"}
 
@@ -53,6 +66,7 @@ class Row:
     cpu_estimate: int  # bytes: params + grads + AdamW + activations
     activations: int  # bytes saved for backward at --batch
     cuda_peak: int | None = None  # bytes, measured
+    last_blocks: int = 0  # 0: modules in every block
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,6 +78,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="also VPT-deep / AdaptFormer in only the last k blocks (Fig. 3b's regime)",
+    )
     return parser.parse_args()
 
 
@@ -114,12 +133,13 @@ def cuda_peak(args: argparse.Namespace, pm: vpeft.PeftModel) -> int:
 def measure(args: argparse.Namespace) -> list[Row]:
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     rows = []
-    for label, method, options in METHODS:
+    for label, method, options in METHODS + (LOW_MEMORY_METHODS if args.low_memory else []):
         if method not in vpeft.available_methods():
             continue
         pm = build(args, method, options)
         estimate, activations = cpu_estimate(args, pm)
         row = Row(label, method, pm.summary().trainable_encoder, estimate, activations)
+        row.last_blocks = options.get("last_blocks", 0)
         if use_cuda:
             row.cuda_peak = cuda_peak(args, pm)
         rows.append(row)
@@ -148,7 +168,8 @@ def report(args: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
                 "cpu_estimate_x_vqt": ratio(r.cpu_estimate, vqt and vqt.cpu_estimate),
                 "activations_x_vqt": ratio(r.activations, vqt and vqt.activations),
                 "cuda_peak_x_vqt": ratio(r.cuda_peak, vqt and vqt.cuda_peak),
-                "paper_x_vqt": PAPER_RATIO.get(r.method),
+                "last_blocks": r.last_blocks,
+                "paper_x_vqt": None if r.last_blocks else PAPER_RATIO.get(r.method),
             }
             for r in rows
         ],
@@ -172,13 +193,13 @@ def main() -> None:
         f"{args.measure_batch} and scaled; device {result['device']}"
     )
     print(
-        f"{'method':<18} {'trainable':>10} {'act MiB':>9} {'est MiB':>9} {'est×VQT':>8} "
+        f"{'method':<26} {'trainable':>10} {'act MiB':>9} {'est MiB':>9} {'est×VQT':>8} "
         f"{'act×VQT':>8} {'GPU MiB':>9} {'GPU×VQT':>8}  paper (×VQT)"
     )
     for r in result["rows"]:
         gpu = r["cuda_peak_bytes"]
         print(
-            f"{r['label']:<18} {r['trainable_encoder']:>10,} "
+            f"{r['label']:<26} {r['trainable_encoder']:>10,} "
             f"{r['activation_bytes'] / MIB:>9.0f} {r['cpu_estimate_bytes'] / MIB:>9.0f} "
             f"{_fmt(r['cpu_estimate_x_vqt']):>8} {_fmt(r['activations_x_vqt']):>8} "
             f"{'-' if gpu is None else f'{gpu / MIB:.0f}':>9} {_fmt(r['cuda_peak_x_vqt']):>8}  "

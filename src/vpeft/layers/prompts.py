@@ -71,21 +71,26 @@ class PromptInsertion(nn.Module):
 class PromptReplacement(ForwardsToWrapped):
     """A block whose input prompt slice is replaced by its own prompts (VPT-deep Eq. 2).
 
-    The previous block's prompt outputs are discarded; extra block arguments pass through and
-    the block's other attributes and methods are reachable on the wrapper.
+    The previous block's `drop` prompt outputs (default: as many as this block's prompts) are
+    discarded; ``drop=0`` inserts the prompts instead (the first prompted block when only the
+    last blocks are prompted). Extra block arguments pass through and the block's other
+    attributes and methods are reachable on the wrapper.
     """
 
     WRAPPED = "block"
 
-    def __init__(self, block: nn.Module, prompts: PromptTokens, at: int) -> None:
+    def __init__(
+        self, block: nn.Module, prompts: PromptTokens, at: int, drop: int | None = None
+    ) -> None:
         super().__init__()
         self.block = block
         self.prompts = prompts
         self.at = at
+        self.drop = prompts.num_tokens if drop is None else drop
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         tokens = self.prompts(x.shape[0], x.dtype)
-        return self.block(_splice(x, self.at, tokens, drop=tokens.shape[1]), *args, **kwargs)
+        return self.block(_splice(x, self.at, tokens, drop=self.drop), *args, **kwargs)
 
 
 class PromptRemoval(nn.Module):

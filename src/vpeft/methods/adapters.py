@@ -34,7 +34,8 @@ from ..backbones import BlockSpec
 from ..errors import UnsupportedBackboneError
 from ..layers.bottleneck import ACTIVATIONS, Bottleneck, ResidualBottleneck
 from ..layers.wrapper import AdaptedLayer
-from .config import MethodConfig, option
+from .block_choice import LastBlocksConfig, adapted_blocks
+from .config import option
 from .context import InstallContext
 from .registry import MethodInfo, register
 
@@ -48,7 +49,7 @@ SITES: dict[str, Callable[[BlockSpec], tuple[nn.Module, str]]] = {
 
 
 @dataclass
-class AdapterConfig(MethodConfig):
+class AdapterConfig(LastBlocksConfig):
     """Options shared by the sequential (Houlsby / Pfeiffer) bottleneck adapters."""
 
     bottleneck: int = option(8, "bottleneck width m of every adapter")
@@ -59,6 +60,7 @@ class AdapterConfig(MethodConfig):
     dropout: float = option(0.0, "dropout on the bottleneck activation (training only)")
 
     def validate(self) -> None:
+        super().validate()
         self._require(self.bottleneck >= 1, f"bottleneck must be >= 1, got {self.bottleneck}")
         self._require(self.reduction >= 0, f"reduction must be >= 0, got {self.reduction}")
         self._require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
@@ -133,7 +135,7 @@ def bottleneck_installer(placement: Placement) -> Callable[[InstallContext, Adap
                 f"{ctx.spec.family} backbone has none. Use adapter-pfeiffer, adaptformer or "
                 "scaled-pa, which adapt the MLP only"
             )
-        for block in ctx.spec.blocks:
+        for block in adapted_blocks(ctx, cfg.last_blocks):
             width, ref = cfg.width(block.dim), block.fc2.weight
             for site in placement.sites:
                 parent, attr = SITES[site](block)

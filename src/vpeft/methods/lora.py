@@ -2,7 +2,7 @@
 
 Pinned definition (spec/baselines.md): targets q and v of every attention layer by default
 (also k, proj, fc1, fc2), A kaiming-uniform, B zero (identity at init), mergeable.
-Trainable count: Σ_targets r·(d_in + d_out).
+Trainable count: Σ_targets r·(d_in + d_out) (over the last `last_blocks` blocks when set).
 """
 
 from __future__ import annotations
@@ -12,19 +12,21 @@ from dataclasses import dataclass
 from ..backbones import MATRIX_ROLES
 from ..layers.lora import LoraBranch
 from ..layers.wrapper import AdaptedLayer
-from .config import MethodConfig, option
+from .block_choice import LastBlocksConfig, adapted_blocks
+from .config import option
 from .context import InstallContext
 from .registry import MethodInfo, register
 
 
 @dataclass
-class LoraConfig(MethodConfig):
+class LoraConfig(LastBlocksConfig):
     rank: int = option(8, "rank r of the update B·A")
     alpha: float = option(8.0, "scaling numerator: the update is multiplied by alpha / rank")
     targets: tuple[str, ...] = option(("q", "v"), "matrices to adapt: any of q,k,v,proj,fc1,fc2")
     dropout: float = option(0.0, "dropout on the LoRA branch input")
 
     def validate(self) -> None:
+        super().validate()
         self._require(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
         self._require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         bad = [t for t in self.targets if t not in MATRIX_ROLES]
@@ -33,10 +35,10 @@ class LoraConfig(MethodConfig):
 
 
 def install_lora(ctx: InstallContext, cfg: LoraConfig) -> None:
-    """Attach one `LoraBranch` per (block, target) slot."""
+    """Attach one `LoraBranch` per (adapted block, target) slot."""
     if any(t in ("q", "k", "v", "proj") for t in cfg.targets):
         ctx.require_attention()
-    for block in ctx.spec.blocks:
+    for block in adapted_blocks(ctx, cfg.last_blocks):
         slots = block.matrices()
         for role in cfg.targets:
             slot = slots[role]

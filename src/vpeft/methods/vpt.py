@@ -12,6 +12,8 @@ Pinned definition (spec/baselines.md, docs/methods/prompts.md):
   frozen k/v layers; their query outputs are not computed. Shallow: the first block only (p·C₀);
   deep: every block (Σ_blocks p·C_stage).
 - ConvNeXt has no tokens: unsupported.
+- `last_blocks=N` prompts only the last N blocks (VQT Fig. 3b's low-memory regime): the prompts
+  enter at the input of block L−N (shallow: there only), and the earlier blocks see no prompts.
 
 Init uniform(−v, v), v = √(6 / (3·patch² + width)); prompt dropout 0.1. Not an identity at init
 (the prompts take attention mass) and not mergeable.
@@ -34,7 +36,8 @@ from ..layers.prompts import (
     PromptTokens,
     prompt_init_bound,
 )
-from .config import MethodConfig, option
+from .block_choice import LastBlocksConfig, adapted_blocks, first_adapted_block
+from .config import option
 from .context import InstallContext
 from .registry import MethodInfo, register
 
@@ -43,11 +46,12 @@ BACKBONES = ("vit", "swin", "pvt_v2")
 
 
 @dataclass
-class VptConfig(MethodConfig):
+class VptConfig(LastBlocksConfig):
     num_tokens: int = option(50, "prompt length p (tokens per prompted layer)")
     dropout: float = option(0.1, "dropout on the prompt tokens during training")
 
     def validate(self) -> None:
+        super().validate()
         self._require(self.num_tokens >= 1, f"num_tokens must be >= 1, got {self.num_tokens}")
         self._require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -61,17 +65,22 @@ def _new_prompts(
 
 
 def install_vit_tokens(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
-    """ViT: insert after `norm_pre`, replace at every later block input (deep), drop at `norm`."""
+    """ViT: insert after `norm_pre` (or at the first prompted block's input), replace at every
+    later block input (deep), drop at `norm`."""
     model, spec = ctx.model, ctx.spec
-    if isinstance(model.norm_pre, PromptInsertion):
+    if isinstance(model.norm_pre, PromptInsertion) or isinstance(model.norm, PromptRemoval):
         raise ConfigError("prompt tokens are already installed in this ViT; apply VPT only once")
     at, width = spec.num_prefix_tokens, spec.embed_dim
     like = spec.blocks[0].attention.q.weight
+    start = first_adapted_block(ctx, cfg.last_blocks)
     first = _new_prompts(ctx, cfg, width, like)
-    model.norm_pre = PromptInsertion(model.norm_pre, first, at)
+    if start == 0:
+        model.norm_pre = PromptInsertion(model.norm_pre, first, at)
+    else:
+        model.blocks[start] = PromptReplacement(model.blocks[start], first, at, drop=0)
     ctx.train(first, weight_decay=False)
     if deep:
-        for i in range(1, len(model.blocks)):
+        for i in range(start + 1, len(model.blocks)):
             prompts = _new_prompts(ctx, cfg, width, like)
             model.blocks[i] = PromptReplacement(model.blocks[i], prompts, at)
             ctx.train(prompts, weight_decay=False)
@@ -80,7 +89,8 @@ def install_vit_tokens(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
 
 def install_key_value_prompts(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
     """Swin / PVT-v2: prompts as extra keys/values of the first block (shallow) or every block."""
-    blocks = ctx.spec.blocks if deep else ctx.spec.blocks[:1]
+    prompted = adapted_blocks(ctx, cfg.last_blocks)
+    blocks = prompted if deep else prompted[:1]
     for block in blocks:
         attention = block.attention
         like = attention.k.weight
