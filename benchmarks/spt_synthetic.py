@@ -38,7 +38,6 @@ import copy
 import itertools
 import json
 import multiprocessing
-import platform
 import statistics
 import sys
 import time
@@ -49,12 +48,26 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _synthetic_common import (
+    BACKBONE,
+    add_task_arguments,
+    backbone,
+    backbone_transform,
+    chosen_lr_lines,
+    default_grid_tasks,
+    group_means,
+    machine_line,
+    prepare_tasks,
+    present_groups,
+    short_names,
+    top1_table_head,
+    train_config,
+)
 from torch import nn
 
 import vpeft
 from vpeft.backbones import describe
 from vpeft.data import synthetic
-from vpeft.data.transforms import make_transform
 from vpeft.spt import (
     Sensitivity,
     SptPlan,
@@ -64,11 +77,8 @@ from vpeft.spt import (
     plot_heatmap,
     sensitivity_batches,
 )
-from vpeft.train import TrainConfig, train
-from vpeft.zoo import bundled_backbone
+from vpeft.train import train
 
-BACKBONE = "vit-tiny-synth"
-GROUPS = ("natural", "specialized", "structured")
 #: Trained methods, in table order; each SPT method is matched to a baseline's encoder count.
 METHODS = ("lora", "spt-lora", "adapter", "spt-adapter")
 MATCHED = {"spt-lora": "lora", "spt-adapter": "adapter"}
@@ -102,8 +112,7 @@ class Settings:
 
 def load_task(task: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """train800, val200, train800val200 and test of `task`, normalised for the backbone."""
-    entry = bundled_backbone(BACKBONE)
-    transform = make_transform(entry.kwargs["img_size"], entry.mean, entry.std)
+    transform = backbone_transform()
     x, y = synthetic.load_split(task, "train800val200").as_tensors(transform)
     test = synthetic.load_split(task, "test").as_tensors(transform)
     return {
@@ -112,10 +121,6 @@ def load_task(task: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         "train800val200": (x, y),
         "test": test,
     }
-
-
-def backbone() -> nn.Module:
-    return bundled_backbone(BACKBONE).create()
 
 
 def baseline_options(method: str, s: Settings) -> dict[str, Any]:
@@ -258,24 +263,6 @@ def run_sensitivity(task: str, budgets: dict[str, int], s: Settings) -> dict[str
 # ------------------------------------------------------------------ training
 
 
-def train_config(s: Settings, lr: float) -> TrainConfig:
-    return TrainConfig(
-        epochs=s.epochs,
-        batch_size=s.batch,
-        lr=lr,
-        weight_decay=s.weight_decay,
-        optimizer="adamw",
-        warmup_epochs=1.0 if s.epochs > 1 else 0.0,
-        schedule_unit="step",
-        seed=s.seed,
-        device=s.device,
-        eval_every=s.epochs,
-        eval_batch_size=500,
-        progress=False,
-        save_adapter=False,
-    )
-
-
 @dataclass(frozen=True)
 class Job:
     """One training run: a method on a task with one lr, on the grid or the final split."""
@@ -292,12 +279,13 @@ def run_job(job: Job, s: Settings) -> dict[str, Any]:
     data = load_task(job.task)
     classes = synthetic.task_info(job.task).num_classes
     pm = build(job.method, classes, s, job.plan).to(torch.device(s.device))
+    config = train_config(s, job.lr, "adamw")
     start = time.perf_counter()
     if job.final:
-        result = train(pm, data["train800val200"], None, data["test"], train_config(s, job.lr))
+        result = train(pm, data["train800val200"], None, data["test"], config)
         top1 = result.test_top1
     else:
-        result = train(pm, data["train800"], data["val200"], None, train_config(s, job.lr))
+        result = train(pm, data["train800"], data["val200"], None, config)
         top1 = result.val_top1
     assert top1 is not None
     record = {
@@ -362,15 +350,6 @@ def check_counts(records: list[dict[str, Any]], budgets: dict[str, int]) -> None
                 raise RuntimeError(f"{r['method']} on {r['task']}: counts differ from baseline")
 
 
-def group_means(records: list[dict[str, Any]], method: str) -> dict[str, float]:
-    by_group = {
-        g: [r["top1"] for r in records if r["method"] == method and r["group"] == g] for g in GROUPS
-    }
-    means = {g: statistics.mean(v) for g, v in by_group.items() if v}
-    means["mean"] = statistics.mean(means.values())
-    return means
-
-
 def tv_distance(a: dict[Any, float], b: dict[Any, float]) -> float:
     """Total-variation distance (in share points, 0–100) between two share distributions."""
     return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
@@ -401,8 +380,7 @@ def markdown(
     wall_s: float,
 ) -> str:
     tasks = args.tasks
-    present = [g for g in GROUPS if any(synthetic.TARGET_TASKS[t] == g for t in tasks)]
-    short = {t: t.removeprefix("synth-") for t in tasks}
+    present, short = present_groups(tasks), short_names(tasks)
     top1 = {(r["task"], r["method"]): r["top1"] for r in finals}
     lines = [
         f"{BACKBONE}; tasks: {', '.join(tasks)}; lr grid {list(LR_GRID)} on "
@@ -411,17 +389,12 @@ def markdown(
         f"LoRA r = {s.rank} on q, v; Houlsby adapter m = {s.bottleneck}; SPT rank "
         f"{s.rank} / {s.bottleneck}, α 10, β 5, fill; sensitivity: first {s.samples} images of "
         f"train800, batch {s.sens_batch}, eval mode",
-        f"torch {torch.__version__}, {platform.machine()}, device {s.device}, {s.threads} "
-        f"thread(s) × {args.jobs} process(es); wall {wall_s:.0f} s",
+        machine_line(s.device, s.threads, args.jobs, wall_s),
         "",
-        "Test top-1 (%) after the last epoch, trained on train800val200:",
-        "",
-        "| method | lr | trainable encoder | " + " | ".join(short[t] for t in tasks) + " | "
-        + " | ".join(present) + " | mean of groups |",
-        "|---|---|---|" + "---|" * (len(tasks) + len(present) + 1),
+        *top1_table_head(tasks, ["method", "lr", "trainable encoder"]),
     ]  # fmt: skip
     for method in METHODS:
-        means = group_means(finals, method)
+        means = group_means(finals, "method", method)
         enc = next(r["trainable"]["trainable_encoder"] for r in finals if r["method"] == method)
         row = [f"{top1[(t, method)]:.1f}" for t in tasks] + [f"{means[g]:.1f}" for g in present]
         lines.append(
@@ -433,7 +406,7 @@ def markdown(
               + " | mean of groups | tasks won |",
               "|---|" + "---|" * (len(tasks) + len(present) + 2)]  # fmt: skip
     for spt, base in MATCHED.items():
-        a, b = group_means(finals, spt), group_means(finals, base)
+        a, b = group_means(finals, "method", spt), group_means(finals, "method", base)
         diff = [top1[(t, spt)] - top1[(t, base)] for t in tasks]
         won = sum(d > 0 for d in diff)
         lines.append(
@@ -472,10 +445,7 @@ def markdown(
         f"(per-task {min(ratios):.3f}–{max(ratios):.3f}; target ≤ 1.3) |"
     )
     lines += _plan_tables(tasks, short, sens)
-    lines += ["", "Learning rate chosen per method (mean val200 top-1 over the grid tasks):", ""]
-    for method, pick in chosen.items():
-        grid = ", ".join(f"{float(lr):g}: {v:.1f}" for lr, v in pick["val_mean"].items())
-        lines.append(f"- {LABELS[method]}: {pick['lr']:g} (grid {grid})")
+    lines += chosen_lr_lines(chosen, LABELS)
     return "\n".join(lines)
 
 
@@ -559,13 +529,7 @@ def _plan_tables(
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    first_two = [
-        t for g in GROUPS for t in [k for k, v in synthetic.TARGET_TASKS.items() if v == g][:2]
-    ]
-    parser.add_argument("--tasks", nargs="+", default=first_two, help="default: 2 per group")
-    parser.add_argument(
-        "--grid-tasks", nargs="+", default=None, help="lr grid tasks (default: 1st per group)"
-    )
+    add_task_arguments(parser)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
@@ -584,11 +548,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--render", default="", help="only re-render the tables of a --json file")
     args = parser.parse_args()
     if args.grid_tasks is None:
-        args.grid_tasks = [
-            next(t for t in args.tasks if synthetic.TARGET_TASKS[t] == g)
-            for g in GROUPS
-            if any(synthetic.TARGET_TASKS[t] == g for t in args.tasks)
-        ]
+        args.grid_tasks = default_grid_tasks(args.tasks)
     return args
 
 
@@ -602,9 +562,7 @@ def main() -> None:
         args.epochs, args.batch, args.weight_decay, args.rank, args.bottleneck, args.samples,
         args.sens_batch, args.repeats, args.seed, args.device, args.threads, args.png_dir,
     )  # fmt: skip
-    all_tasks = list(dict.fromkeys(args.tasks + args.grid_tasks))
-    for task in all_tasks:
-        synthetic.load_task(task)  # generate missing caches once, before the workers start
+    all_tasks = prepare_tasks(args.tasks, args.grid_tasks)  # caches made before the workers
     start = time.perf_counter()
     budgets = baseline_budgets(s)
     print(f"budgets {budgets}; sensitivity on {all_tasks}", file=sys.stderr)

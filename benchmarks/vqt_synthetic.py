@@ -43,7 +43,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import platform
 import statistics
 import sys
 import time
@@ -52,19 +51,29 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from _synthetic_common import (
+    BACKBONE,
+    add_task_arguments,
+    backbone,
+    backbone_transform,
+    chosen_lr_lines,
+    default_grid_tasks,
+    group_means,
+    machine_line,
+    prepare_tasks,
+    present_groups,
+    top1_table_head,
+    train_config,
+)
 from torch import nn
 
 import vpeft
 from vpeft.analysis import profile_model
 from vpeft.data import synthetic
-from vpeft.data.transforms import make_transform
-from vpeft.train import TrainConfig, evaluate, train
+from vpeft.train import evaluate, train
 from vpeft.vqt import HeadTraining, QueryTuning, group_lasso_select, normalize_groups
 from vpeft.vqt.query_tuning import REDUCTIONS
-from vpeft.zoo import bundled_backbone
 
-BACKBONE = "vit-tiny-synth"
-GROUPS = ("natural", "specialized", "structured")
 MIB = 2**20
 
 #: Learning-rate grid of each trained configuration (Adam). Head-only methods read
@@ -166,8 +175,7 @@ class Split:
 
 def load_task(task: str, with_test: bool) -> Split:
     """train800val200 (+ test) of `task`, resized/normalised for the bundled backbone."""
-    entry = bundled_backbone(BACKBONE)
-    transform = make_transform(entry.kwargs["img_size"], entry.mean, entry.std)
+    transform = backbone_transform()
     trainval = synthetic.load_split(task, "train800val200")
     parts = [trainval.as_tensors(transform)]
     ranges = {"train800": (0, 800), "val200": (800, 1000), "train800val200": (0, 1000)}
@@ -181,10 +189,6 @@ def load_task(task: str, with_test: bool) -> Split:
 
 
 # ------------------------------------------------------------------ models
-
-
-def backbone() -> nn.Module:
-    return bundled_backbone(BACKBONE).create()
 
 
 def build(config: str, classes: int, settings: Settings) -> vpeft.PeftModel:
@@ -319,24 +323,6 @@ def check_cached(pm: vpeft.PeftModel, cached: nn.Module, data: Split, n: int) ->
 # ------------------------------------------------------------------ training
 
 
-def train_config(settings: Settings, lr: float) -> TrainConfig:
-    return TrainConfig(
-        epochs=settings.epochs,
-        batch_size=settings.batch,
-        lr=lr,
-        weight_decay=settings.weight_decay,
-        optimizer="adam",
-        warmup_epochs=1.0 if settings.epochs > 1 else 0.0,
-        schedule_unit="step",
-        seed=settings.seed,
-        device=settings.device,
-        eval_every=settings.epochs,
-        eval_batch_size=500,
-        progress=False,
-        save_adapter=False,
-    )
-
-
 def fit(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -352,7 +338,9 @@ def fit(
         start, stop = data.ranges[name]
         return inputs[start:stop], data.labels[start:stop]
 
-    result = train(model, pair(fit_split), None, pair(eval_split), train_config(settings, lr))
+    result = train(
+        model, pair(fit_split), None, pair(eval_split), train_config(settings, lr, "adam")
+    )
     assert result.test_top1 is not None
     return result.test_top1
 
@@ -557,15 +545,6 @@ def profile_costs(
     return costs
 
 
-def group_means(records: list[dict[str, Any]], row: str) -> dict[str, float]:
-    by_group = {
-        g: [r["top1"] for r in records if r["row"] == row and r["group"] == g] for g in GROUPS
-    }
-    means = {g: statistics.mean(v) for g, v in by_group.items() if v}
-    means["mean"] = statistics.mean(means.values())
-    return means
-
-
 def markdown(
     args: argparse.Namespace,
     settings: Settings,
@@ -577,28 +556,22 @@ def markdown(
 ) -> str:
     spec = build("linear", 10, settings).spec
     depth, dim = spec.depth, spec.embed_dim
-    present = [g for g in GROUPS if any(synthetic.TARGET_TASKS[t] == g for t in tasks)]
-    short = {t: t.removeprefix("synth-") for t in tasks}
+    present = present_groups(tasks)
     lines = [
         f"{BACKBONE} (M={depth}, D={dim}); tasks: {', '.join(tasks)}; grid tasks: "
         f"{', '.join(args.grid_tasks)}; {settings.epochs} epochs, batch {settings.batch}, Adam "
         f"(coupled L2 {settings.weight_decay:g}), warm-up 1 epoch + cosine; seed {settings.seed}; "
         f"b = {settings.bottleneck}; group lasso λ = {settings.lam:g}, keep {settings.keep_frac:g}",
-        f"torch {torch.__version__}, {platform.machine()}, device {settings.device}, "
-        f"{settings.threads} thread(s) × {args.jobs} process(es); wall {wall_s:.0f} s"
+        machine_line(settings.device, settings.threads, args.jobs, wall_s)
         + (f" (back-propagating runs found in {args.reuse} reused)" if args.reuse else ""),
         "",
-        "Test top-1 (%) after the last epoch, trained on train800val200:",
-        "",
-        "| method | lr | " + " | ".join(short[t] for t in tasks) + " | "
-        + " | ".join(present) + " | mean of groups |",
-        "|---|---|" + "---|" * (len(tasks) + len(present) + 1),
+        *top1_table_head(tasks, ["method", "lr"]),
     ]  # fmt: skip
     for row, label, config in ROWS:
         got = {r["task"]: r["top1"] for r in finals if r["row"] == row}
         if not got:
             continue
-        means = group_means(finals, row)
+        means = group_means(finals, "row", row)
         cells = [f"{got[t]:.1f}" for t in tasks] + [f"{means[g]:.1f}" for g in present]
         lines.append(
             f"| {label} | {chosen[config]['lr']:g} | " + " | ".join(cells)
@@ -646,22 +619,13 @@ def markdown(
             f"| {classes} | {exact:.2f} | {wide} | {combo:,} | {wide_all:,} "
             f"| {combo_enc:,} / {wide_enc:,} |"
         )
-    lines += ["", "Learning rate chosen per method (mean val200 top-1 over the grid tasks):", ""]
-    for config, pick in chosen.items():
-        grid = ", ".join(f"{lr:g}: {v:.1f}" for lr, v in pick["val_mean"].items())
-        lines.append(f"- {config}: {pick['lr']:g} (grid {grid})")
+    lines += chosen_lr_lines(chosen)
     return "\n".join(lines)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    first_two = [
-        t for g in GROUPS for t in [k for k, v in synthetic.TARGET_TASKS.items() if v == g][:2]
-    ]
-    parser.add_argument("--tasks", nargs="+", default=first_two, help="default: 2 per group")
-    parser.add_argument(
-        "--grid-tasks", nargs="+", default=None, help="lr grid tasks (default: 1st per group)"
-    )
+    add_task_arguments(parser)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
@@ -687,11 +651,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", default="", help="write every record here")
     args = parser.parse_args()
     if args.grid_tasks is None:
-        args.grid_tasks = [
-            next(t for t in args.tasks if synthetic.TARGET_TASKS[t] == g)
-            for g in GROUPS
-            if any(synthetic.TARGET_TASKS[t] == g for t in args.tasks)
-        ]
+        args.grid_tasks = default_grid_tasks(args.tasks)
     return args
 
 
@@ -716,8 +676,7 @@ def main() -> None:
         args.seed, args.device, args.check, args.threads,
     )  # fmt: skip
     reuse = load_reuse(args.reuse, settings)
-    for task in dict.fromkeys(args.tasks + args.grid_tasks):
-        synthetic.load_task(task)  # generate missing caches once, before the workers start
+    prepare_tasks(args.tasks, args.grid_tasks)  # caches made before the workers start
     start = time.perf_counter()
     print(f"lr grid on {args.grid_tasks} (train800 -> val200)", file=sys.stderr)
     grid, chosen = search_lrs(args, settings, reuse)

@@ -1,9 +1,11 @@
-"""Safetensors files with JSON metadata: writing atomically, reading safely, fingerprints."""
+"""Safetensors files with JSON metadata: writing atomically, reading safely (each `FileKind`
+with its own error type and messages), checked copies into a model, fingerprints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,41 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import AdapterFileError
+from .errors import AdapterFileError, VpeftError
 
 FORMAT = "vpeft"
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """A kind of vpeft safetensors file: its ``format`` metadata value, the error type its
+    readers raise, and their messages (`str.format` templates; fields named in each comment)."""
+
+    format: str
+    error: type[VpeftError]
+    missing: str  # {path}
+    unreadable: str  # {path}, {err}
+    foreign: str  # {path}
+    corrupted: str  # {path}, {err}
+    mismatch: str  # {path}, {missing}, {unexpected}: tensor names (the first five)
+    bad_shape: str  # {path}, {name}, {shape}, {expected}
+
+    def fail(self, template: str, **fields: Any) -> VpeftError:
+        """The error to raise, worded by `template` filled with `fields`."""
+        return self.error(template.format(**fields))
+
+
+#: What `write_safetensors` writes: adapters, SPT plans and sensitivity scores.
+ADAPTER_FILE = FileKind(
+    format=FORMAT,
+    error=AdapterFileError,
+    missing="no such vpeft file: {path}",
+    unreadable="{path} is not a readable safetensors file ({err})",
+    foreign="{path} was not written by vpeft (no 'format: vpeft' metadata)",
+    corrupted="{path} has corrupted metadata ({err})",
+    mismatch="{path} does not match the rebuilt model: missing {missing}, unexpected {unexpected}",
+    bad_shape="{path}: tensor {name} has shape {shape}, the model expects {expected}",
+)
 
 
 def fingerprint(named_tensors: dict[str, torch.Tensor], samples: int = 1024) -> str:
@@ -46,24 +80,54 @@ def write_safetensors(
         save_file(contiguous, str(tmp), metadata=metadata)
 
 
-def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a vpeft file; raise `AdapterFileError` when it is missing, corrupted or foreign."""
+def read_safetensors(
+    path: str | Path, kind: FileKind = ADAPTER_FILE
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a vpeft file of `kind`; raise `kind.error` when it is missing, corrupted or foreign."""
     path = Path(path)
     if not path.is_file():
-        raise AdapterFileError(f"no such vpeft file: {path}")
+        raise kind.fail(kind.missing, path=path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise AdapterFileError(f"{path} is not a readable safetensors file ({err})") from None
-    if raw_meta.get("format") != FORMAT:
-        raise AdapterFileError(f"{path} was not written by vpeft (no 'format: vpeft' metadata)")
+        raise kind.fail(kind.unreadable, path=path, err=err) from None
+    if raw_meta.get("format") != kind.format:
+        raise kind.fail(kind.foreign, path=path)
     try:
         meta = {k: json.loads(v) for k, v in raw_meta.items() if k != "format"}
     except json.JSONDecodeError as err:
-        raise AdapterFileError(f"{path} has corrupted metadata ({err})") from None
+        raise kind.fail(kind.corrupted, path=path, err=err) from None
     return tensors, meta
+
+
+def load_matching(
+    path: str | Path,
+    targets: dict[str, torch.Tensor],
+    saved: dict[str, torch.Tensor],
+    kind: FileKind = ADAPTER_FILE,
+) -> None:
+    """Copy `saved[name]` into each `targets[name]` in place (cast to its dtype).
+
+    Raises `kind.error` when the two hold different names, or a tensor has another shape.
+    """
+    missing = sorted(set(targets) - set(saved))
+    unexpected = sorted(set(saved) - set(targets))
+    if missing or unexpected:
+        raise kind.fail(kind.mismatch, path=path, missing=missing[:5], unexpected=unexpected[:5])
+    with torch.no_grad():
+        for name, target in targets.items():
+            value = saved[name]
+            if value.shape != target.shape:
+                raise kind.fail(
+                    kind.bad_shape,
+                    path=path,
+                    name=name,
+                    shape=tuple(value.shape),
+                    expected=tuple(target.shape),
+                )
+            target.copy_(value.to(target.dtype))
 
 
 def frozen_state(model: nn.Module, exclude: nn.Module | None = None) -> dict[str, torch.Tensor]:

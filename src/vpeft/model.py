@@ -13,7 +13,7 @@ from torch import nn
 from . import __version__
 from .backbones import BackboneSpec, describe
 from .errors import AdapterFileError, ConfigError, VpeftError
-from .io import fingerprint, frozen_state, read_safetensors, write_safetensors
+from .io import fingerprint, frozen_state, load_matching, read_safetensors, write_safetensors
 from .layers.wrapper import AdaptedLayer, NotMergeableError, unwrap_all
 from .methods.context import InstallContext
 from .methods.registry import get_method
@@ -280,20 +280,5 @@ def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> 
     assert isinstance(pm, PeftModel)
     pm.frozen_fingerprint = meta["fingerprint"]
     trained = {k: v for k, v in tensors.items() if not k.startswith("__config__.")}
-    expected = pm.trainable_parameters()
-    missing, unexpected = sorted(set(expected) - set(trained)), sorted(set(trained) - set(expected))
-    if missing or unexpected:
-        raise AdapterFileError(
-            f"{path} does not match the rebuilt model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    with torch.no_grad():
-        for name, param in expected.items():
-            value = trained[name]
-            if value.shape != param.shape:
-                raise AdapterFileError(
-                    f"{path}: tensor {name} has shape {tuple(value.shape)}, the model expects "
-                    f"{tuple(param.shape)}"
-                )
-            param.copy_(value.to(param.dtype))
+    load_matching(path, pm.trainable_parameters(), trained)
     return pm

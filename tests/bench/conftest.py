@@ -10,16 +10,11 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bench_cache(shared_cache: Path) -> Path:
     """A ``VPEFT_CACHE`` root shared by every bench test (and every pytest-xdist worker)."""
     if "VPEFT_CACHE" in os.environ:  # a cache the user chose (e.g. already generated)
         return Path(os.environ["VPEFT_CACHE"])
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    root = base / "vpeft-cache"
-    root.mkdir(exist_ok=True)
-    return root
+    return shared_cache
 
 
 @pytest.fixture(autouse=True)

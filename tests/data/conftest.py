@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +10,10 @@ from PIL import Image
 
 
 @pytest.fixture(scope="session")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ``VPEFT_CACHE`` root that every test of the session shares, so each task is generated
-    once (under pytest-xdist, workers share the parent of their base temp folders)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    root = base / "vpeft-cache"
-    root.mkdir(exist_ok=True)
-    return root
+def synth_root(shared_cache: Path) -> Path:
+    """The session's shared ``VPEFT_CACHE`` root (even when the user set one: data tests
+    never write into a real cache)."""
+    return shared_cache
 
 
 @pytest.fixture(autouse=True)

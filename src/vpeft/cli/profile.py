@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 import typer
 from rich.table import Table
 
 from ..analysis.profile import ProfileReport, profile_model
-from ..errors import ConfigError
+from ..train.device import resolve_device
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -33,19 +32,6 @@ WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="untimed steps b
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="'auto' (cuda when available, else cpu), 'cpu', 'cuda:0'…")
 ]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; otherwise a device that must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device name (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return device
 
 
 @handles_errors

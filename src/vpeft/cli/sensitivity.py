@@ -23,17 +23,6 @@ from .common import JsonOpt, WeightsOpt, console, emit_json, handles_errors
 from .data_option import DataSpec, load_split, num_classes_of
 
 
-def _resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return device
-
-
 def _backbone(name: str | None, weights: Path | None, img_size: int | None) -> Any:
     if not name:
         raise ConfigError("--backbone is required to compute scores or allocate a plan")
@@ -51,7 +40,9 @@ def _compute(
     size = (img_size, img_size) if img_size else dcfg.input_size
     transform = make_transform(size, dcfg.mean, dcfg.std, dcfg.interpolation)
     dataset = load_split(spec, split, transform)
-    model.to(_resolve_device(device))
+    from ..train.device import resolve_device
+
+    model.to(resolve_device(device))
     batches = sensitivity_batches(dataset, samples, batch, seed)
     return compute_sensitivity(
         model, batches, num_classes_of(dataset, spec), train_mode=train_mode,

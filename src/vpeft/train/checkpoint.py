@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from ..atomic import atomic_path, temporary_prefix
 from ..errors import VpeftError
+from ..io import FileKind, load_matching, read_safetensors
 from . import rng
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -39,6 +39,19 @@ VERSION = 1
 
 class CheckpointError(VpeftError):
     """A checkpoint that is missing, corrupted, or does not fit the model being resumed."""
+
+
+CHECKPOINT_FILE = FileKind(
+    format=FORMAT,
+    error=CheckpointError,
+    missing="no checkpoint at {path}",
+    unreadable="{path} is not a readable checkpoint ({err}); delete it",
+    foreign="{path} is not a vpeft training checkpoint",
+    corrupted="{path} has corrupted metadata ({err}); delete it",
+    mismatch="{path} does not match the model's trainable tensors: missing {missing}, "
+    "unexpected {unexpected}; resume with the same backbone, method and options",
+    bad_shape="{path}: {name} has shape {shape}, the model expects {expected}",
+)
 
 
 @dataclass
@@ -126,18 +139,7 @@ def remove_stale_temporaries(path: str | Path) -> None:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and decoded metadata of a checkpoint; `CheckpointError` when unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({err}); delete it") from None
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a vpeft training checkpoint")
-    meta = {k: json.loads(v) for k, v in raw.items() if k != "format"}
+    tensors, meta = read_safetensors(path, CHECKPOINT_FILE)
     if meta.get("version") != VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {meta.get('version')}, this vpeft reads {VERSION}"
@@ -187,19 +189,5 @@ def load_checkpoint(
 def _load_named(path: str | Path, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     expected = {f"param.{n}": p for n, p in model.named_parameters() if p.requires_grad}
     expected.update({f"buffer.{n}": b for n, b in trained_buffers(model).items()})
-    saved = {k for k in tensors if k.startswith(("param.", "buffer."))}
-    missing, unexpected = sorted(set(expected) - saved), sorted(saved - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not match the model's trainable tensors: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}; resume with the same backbone, method and options"
-        )
-    with torch.no_grad():
-        for key, target in expected.items():
-            value = tensors[key]
-            if value.shape != target.shape:
-                raise CheckpointError(
-                    f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
-                    f"{tuple(target.shape)}"
-                )
-            target.copy_(value)
+    saved = {k: v for k, v in tensors.items() if k.startswith(("param.", "buffer."))}
+    load_matching(path, expected, saved, CHECKPOINT_FILE)
