@@ -5,7 +5,7 @@ from __future__ import annotations
 from timm.models.pvt_v2 import Attention, Block, PyramidVisionTransformerV2
 
 from ..errors import UnsupportedBackboneError
-from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot
+from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot, pre_norm_block
 
 
 def _block_spec(index: int, stage: int, block: Block) -> BlockSpec:
@@ -25,18 +25,7 @@ def _block_spec(index: int, stage: int, block: Block) -> BlockSpec:
         v=LinearSlot(attn, "kv", "v", slice(dim, 2 * dim)),
         proj=LinearSlot(attn, "proj", "proj"),
     )
-    return BlockSpec(
-        index=index,
-        stage=stage,
-        module=block,
-        dim=dim,
-        attention=attention,
-        fc1=LinearSlot(block.mlp, "fc1", "fc1"),
-        fc2=LinearSlot(block.mlp, "fc2", "fc2"),
-        mlp_parent=block,
-        mlp_attr="mlp",
-        norms=[block.norm1, block.norm2],
-    )
+    return pre_norm_block(index, stage, block, dim, attention)
 
 
 def describe_pvt_v2(model: PyramidVisionTransformerV2) -> BackboneSpec:

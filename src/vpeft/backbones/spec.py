@@ -109,6 +109,25 @@ class BlockSpec:
         return out
 
 
+def pre_norm_block(
+    index: int, stage: int, block: nn.Module, dim: int, attention: AttentionSpec
+) -> BlockSpec:
+    """The usual timm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``
+    with ``block.mlp.fc1`` / ``block.mlp.fc2`` (ViT, Swin, PVT-v2)."""
+    return BlockSpec(
+        index=index,
+        stage=stage,
+        module=block,
+        dim=dim,
+        attention=attention,
+        fc1=LinearSlot(block.mlp, "fc1", "fc1"),
+        fc2=LinearSlot(block.mlp, "fc2", "fc2"),
+        mlp_parent=block,
+        mlp_attr="mlp",
+        norms=[block.norm1, block.norm2],
+    )
+
+
 @dataclass
 class BackboneSpec:
     """Everything a method needs to know about one backbone instance."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, WindowAttention
 
 from ..errors import UnsupportedBackboneError
-from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot
+from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot, pre_norm_block
 
 
 def _block_spec(index: int, stage: int, block: SwinTransformerBlock) -> BlockSpec:
@@ -29,18 +29,7 @@ def _block_spec(index: int, stage: int, block: SwinTransformerBlock) -> BlockSpe
         v=v,
         proj=LinearSlot(attn, "proj", "proj"),
     )
-    return BlockSpec(
-        index=index,
-        stage=stage,
-        module=block,
-        dim=block.norm1.normalized_shape[0],
-        attention=attention,
-        fc1=LinearSlot(block.mlp, "fc1", "fc1"),
-        fc2=LinearSlot(block.mlp, "fc2", "fc2"),
-        mlp_parent=block,
-        mlp_attr="mlp",
-        norms=[block.norm1, block.norm2],
-    )
+    return pre_norm_block(index, stage, block, block.norm1.normalized_shape[0], attention)
 
 
 def describe_swin(model: SwinTransformer) -> BackboneSpec:

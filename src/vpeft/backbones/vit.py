@@ -6,7 +6,7 @@ from timm.layers import Attention, Mlp
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from ..errors import UnsupportedBackboneError
-from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot
+from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot, pre_norm_block
 
 
 def _fused_qkv_slots(attn: Attention) -> tuple[LinearSlot, LinearSlot, LinearSlot]:
@@ -42,18 +42,7 @@ def _block_spec(index: int, block: Block) -> BlockSpec:
     mlp = block.mlp
     if not isinstance(mlp, Mlp):
         raise UnsupportedBackboneError(f"ViT block {index} MLP {type(mlp).__name__} unsupported")
-    return BlockSpec(
-        index=index,
-        stage=0,
-        module=block,
-        dim=block.norm1.normalized_shape[0],
-        attention=attention,
-        fc1=LinearSlot(mlp, "fc1", "fc1"),
-        fc2=LinearSlot(mlp, "fc2", "fc2"),
-        mlp_parent=block,
-        mlp_attr="mlp",
-        norms=[block.norm1, block.norm2],
-    )
+    return pre_norm_block(index, 0, block, block.norm1.normalized_shape[0], attention)
 
 
 def describe_vit(model: VisionTransformer) -> BackboneSpec:
