@@ -519,12 +519,15 @@ def _plan_tables(
         "|---|---|---|",
     ]
     for key, label in (("block", "over blocks"), ("cell", "over block × matrix cells")):
-        b, w = between[key], within[key]
-        lines.append(
-            f"| {label} | {statistics.mean(b):.1f} ({min(b):.1f}–{max(b):.1f}) "
-            f"| {statistics.mean(w):.1f} ({min(w):.1f}–{max(w):.1f}) |"
-        )
+        lines.append(f"| {label} | {_spread(between[key])} | {_spread(within[key])} |")
     return lines
+
+
+def _spread(values: list[float]) -> str:
+    """`values` as "mean (min–max)"; a dash when there are none (one task: no pairs)."""
+    if not values:
+        return "- (needs two tasks)"
+    return f"{statistics.mean(values):.1f} ({min(values):.1f}–{max(values):.1f})"
 
 
 def parse_args() -> argparse.Namespace:
