@@ -6,9 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from vpeft.cli.data_option import DataSpec, flip_keeps_labels
 from vpeft.cli.main import app
 
 BACKBONE = ["--backbone", "vit_tiny_patch16_224", "--img-size", "32"]
@@ -45,9 +48,9 @@ def test_train_then_eval_round_trip(tmp_path):
     code, stdout, stderr = _invoke(args)
     assert code == 0, stderr
     summary = json.loads(stdout)  # exactly one JSON object on stdout
-    assert summary == json.loads((out / "summary.json").read_text()) | {
-        k: summary[k] for k in ("out", "data", "splits", "wall_s")
-    }
+    assert summary == json.loads((out / "summary.json").read_text())  # data + splits recorded
+    assert summary["data"] == f"folder:{data}" and summary["splits"]["train"] == "train"
+    assert summary["augmentation"] == {"augment": False, "hflip": False}
     assert summary["config"]["min_lr"] == 0.0 and summary["config"]["optimizer"] == "adamw"
     assert summary["trainable"]["head"] == 192 * 2 + 2  # vit_tiny width 192, 2 classes
     assert summary["trainable"]["trainable_encoder"] == 12 * 2 * 2 * (192 + 192)
@@ -112,3 +115,39 @@ def test_train_on_synthetic_task(tmp_path):
     assert summary["splits"] == {"train": "train800", "val": "val200", "test": "test"}
     assert summary["train_samples"] == 800
     assert summary["test_top1"] is not None and summary["val_top1"] is not None
+
+
+def test_augment_changes_training_and_is_recorded(tmp_path):
+    """--augment redraws crops/flips of the training split only; it is recorded in summary.json."""
+    data = tmp_path / "images"
+    _image_folder(data, {"train": 6, "test": 3})
+    runs = {}
+    for name, extra in (("plain", []), ("augmented", ["--augment"])):
+        out = tmp_path / name
+        code, stdout, stderr = _invoke(
+            ["train", *BACKBONE, "--method", "bitfit", "--data", f"folder:{data}", "--out",
+             str(out), "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "4", "--lr",
+             "0.01", "--train-split", "train", "--val-split", "none", "--device", "cpu",
+             "--no-progress", "--json", *extra]
+        )  # fmt: skip
+        assert code == 0, stderr
+        runs[name] = (json.loads(stdout), load_file(out / "adapter.safetensors"))
+    (plain, plain_w), (augmented, aug_w) = runs["plain"], runs["augmented"]
+    assert plain["augmentation"] == {"augment": False, "hflip": False}
+    assert augmented["augmentation"] == {"augment": True, "hflip": True}
+    assert augmented == json.loads((tmp_path / "augmented" / "summary.json").read_text())
+    assert plain["train_samples"] == augmented["train_samples"] == 12
+    # same seed, same initial values: only the augmented inputs can move the weights apart
+    assert plain_w.keys() == aug_w.keys()
+    assert any(not torch.equal(plain_w[k], aug_w[k]) for k in plain_w)
+
+
+def test_hflip_follows_the_task_and_needs_augment(tmp_path):
+    assert flip_keeps_labels(DataSpec.parse("synthetic:synth-objects"))
+    assert not flip_keeps_labels(DataSpec.parse("synthetic:synth-orientation"))
+    assert flip_keeps_labels(DataSpec.parse(f"folder:{tmp_path}"))
+    code, _, stderr = _invoke(
+        ["train", *BACKBONE, "--method", "linear", "--data", "synthetic:synth-count", "--out",
+         str(tmp_path / "o"), "--no-hflip"]
+    )  # fmt: skip
+    assert code == 2 and "only applies with --augment" in stderr

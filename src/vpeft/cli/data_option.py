@@ -85,6 +85,16 @@ def training_input(dataset: Any, input_size: tuple[int, int]) -> Data:
     return dataset
 
 
+def flip_keeps_labels(spec: DataSpec) -> bool:
+    """Whether a horizontal mirror keeps this data's labels: known for the synthetic tasks
+    (e.g. not for position or orientation); assumed for on-disk datasets."""
+    if spec.kind != "synthetic" or not spec.root:
+        return True
+    from ..data import synthetic
+
+    return synthetic.task_info(spec.root).flip_safe
+
+
 def num_classes_of(dataset: Any, spec: DataSpec) -> int:
     """The class count a dataset declares."""
     classes = getattr(dataset, "num_classes", None)

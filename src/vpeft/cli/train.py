@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..methods import get_method
 from ..model import apply
 from ..train import TrainConfig, train
+from ..train.records import SUMMARY_NAME, write_summary
 from ..train.rng import seed_everything
 from .common import (
     BackboneOpt,
@@ -36,6 +37,7 @@ from .data_option import (
     DataOpt,
     DataSpec,
     backbone_data_config,
+    flip_keeps_labels,
     load_split,
     num_classes_of,
     training_input,
@@ -133,6 +135,21 @@ def train_command(
     report_best_test: Annotated[
         bool, typer.Option(help="also report the best test top-1 over epochs (labelled).")
     ] = False,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            help="light training augmentation, redrawn every epoch: random resized crop (60-100%% "
+            "of the area) + horizontal flip. Off by default, as in the VTAB-1k protocol."
+        ),
+    ] = False,
+    hflip: Annotated[
+        bool | None,
+        typer.Option(
+            help="with --augment: mirror images (default: yes, except synthetic tasks whose "
+            "labels a mirror changes).",
+            show_default=False,
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -153,21 +170,33 @@ def train_command(
     )
     options = parse_opts(opt)
     get_method(method).config.from_options(options)  # fail fast, before any heavy work
+    if hflip is not None and not augment:
+        raise ConfigError("--hflip/--no-hflip only applies with --augment")
     spec = DataSpec.parse(data)
     model = create_backbone_for_cli(backbone, weights, img_size)
     dcfg = backbone_data_config(model)
-    transform = dcfg.transform()
+    mirror = flip_keeps_labels(spec) if hflip is None else hflip
     splits = {"train": train_split, "val": _split(val_split), "test": _split(test_split)}
-    datasets = {k: load_split(spec, s, transform) for k, s in splits.items() if s is not None}
+    datasets = {
+        k: load_split(spec, s, dcfg.transform(augment=augment and k == "train", hflip=mirror))
+        for k, s in splits.items()
+        if s is not None
+    }
     seed_everything(config.seed)  # the method's initial values
     pm = apply(model, method, num_classes=num_classes_of(datasets["train"], spec), **options)
     inputs = {k: training_input(ds, dcfg.input_size) for k, ds in datasets.items()}
+    if augment:  # transformed per item, so every epoch draws new crops
+        inputs["train"] = datasets["train"]
     result = train(
         pm, inputs["train"], inputs.get("val"), inputs.get("test"), config, resume=resume
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    summary = result.summary(config, {"out": str(out), "data": data, "splits": splits})
+    augmentation = {"augment": augment, "hflip": augment and mirror}
+    summary = result.summary(
+        config, {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation}
+    )
+    write_summary(out / SUMMARY_NAME, summary)  # the run's data and splits recorded with it
     if json_out:
         emit_json(summary)
         return
