@@ -1,0 +1,30 @@
+"""The README's Python quick start runs as written (in a temporary folder)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_readme_has_a_python_quick_start() -> None:
+    blocks = _python_blocks()
+    assert blocks and "vpeft.apply" in blocks[0] and "vpeft.load" in blocks[0]
+
+
+def test_readme_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_python_blocks()[0], "README.md", "exec"), namespace)
+    pm, plain = namespace["pm"], namespace["plain"]
+    assert (tmp_path / "task.safetensors").is_file()
+    assert pm.summary().trainable_encoder == 12 * 2 * 8 * (768 + 768)  # LoRA r=8 on q, v
+    assert type(plain).__name__ == "VisionTransformer"
+    assert "lora" in capsys.readouterr().out
