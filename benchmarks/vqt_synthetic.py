@@ -72,7 +72,6 @@ from vpeft.analysis import profile_model
 from vpeft.data import synthetic
 from vpeft.train import evaluate, train
 from vpeft.vqt import HeadTraining, QueryTuning, group_lasso_select, normalize_groups
-from vpeft.vqt.query_tuning import REDUCTIONS
 
 MIB = 2**20
 
@@ -250,9 +249,9 @@ class CachedQueryTuning(nn.Module):
 
     def features(self, rows: torch.Tensor) -> torch.Tensor:
         kv = [(k[rows], v[rows]) for k, v in self.keys_values]
-        reduce = REDUCTIONS[self.vqt.reduce]
         summaries = self.vqt.summaries(kv, len(rows))
-        return normalize_groups([self.final[rows]] + [reduce(z) for z in summaries])
+        groups = [self.vqt.reduce_layer(m, z) for m, z in enumerate(summaries)]
+        return normalize_groups([self.final[rows], *groups])
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         return self.vqt.head(self.features(rows))

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..spt import SptPlan, build_plan, plot_heatmap
 from ..spt.allocation import STRUCTURED, parse_budget
 from ..spt.sensitivity import Sensitivity, compute_sensitivity, sensitivity_batches
+from ..train.device import resolve_device
 from .common import JsonOpt, WeightsOpt, console, emit_json, handles_errors
 from .data_option import DataSpec, load_split, num_classes_of
 
@@ -40,8 +41,6 @@ def _compute(
     size = (img_size, img_size) if img_size else dcfg.input_size
     transform = make_transform(size, dcfg.mean, dcfg.std, dcfg.interpolation)
     dataset = load_split(spec, split, transform)
-    from ..train.device import resolve_device
-
     model.to(resolve_device(device))
     batches = sensitivity_batches(dataset, samples, batch, seed)
     return compute_sensitivity(

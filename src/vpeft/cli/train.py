@@ -19,7 +19,6 @@ from ..errors import ConfigError
 from ..methods import get_method
 from ..model import apply
 from ..train import TrainConfig, train
-from ..train.records import SUMMARY_NAME, write_summary
 from ..train.rng import seed_everything
 from .common import (
     BackboneOpt,
@@ -177,26 +176,33 @@ def train_command(
     dcfg = backbone_data_config(model)
     mirror = flip_keeps_labels(spec) if hflip is None else hflip
     splits = {"train": train_split, "val": _split(val_split), "test": _split(test_split)}
+    augmented = {"train"} if augment else set()
     datasets = {
-        k: load_split(spec, s, dcfg.transform(augment=augment and k == "train", hflip=mirror))
+        k: load_split(spec, s, dcfg.transform(augment=k in augmented, hflip=mirror))
         for k, s in splits.items()
         if s is not None
     }
     seed_everything(config.seed)  # the method's initial values
     pm = apply(model, method, num_classes=num_classes_of(datasets["train"], spec), **options)
-    inputs = {k: training_input(ds, dcfg.input_size) for k, ds in datasets.items()}
-    if augment:  # transformed per item, so every epoch draws new crops
-        inputs["train"] = datasets["train"]
+    # an augmented split stays a dataset (transformed per item: new crops every epoch)
+    inputs = {
+        k: ds if k in augmented else training_input(ds, dcfg.input_size)
+        for k, ds in datasets.items()
+    }
+    augmentation = {"augment": augment, "hflip": augment and mirror}
+    extra = {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation}
     result = train(
-        pm, inputs["train"], inputs.get("val"), inputs.get("test"), config, resume=resume
+        pm,
+        inputs["train"],
+        inputs.get("val"),
+        inputs.get("test"),
+        config,
+        resume=resume,
+        summary_extra=extra,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    augmentation = {"augment": augment, "hflip": augment and mirror}
-    summary = result.summary(
-        config, {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation}
-    )
-    write_summary(out / SUMMARY_NAME, summary)  # the run's data and splits recorded with it
+    summary = result.summary(config, extra)  # what train() wrote to summary.json
     if json_out:
         emit_json(summary)
         return

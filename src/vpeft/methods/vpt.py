@@ -68,7 +68,7 @@ def install_vit_tokens(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
     """ViT: insert after `norm_pre` (or at the first prompted block's input), replace at every
     later block input (deep), drop at `norm`."""
     model, spec = ctx.model, ctx.spec
-    if isinstance(model.norm_pre, PromptInsertion) or isinstance(model.norm, PromptRemoval):
+    if isinstance(model.norm, PromptRemoval):  # every ViT install (shallow, deep, last_blocks)
         raise ConfigError("prompt tokens are already installed in this ViT; apply VPT only once")
     at, width = spec.num_prefix_tokens, spec.embed_dim
     like = spec.blocks[0].attention.q.weight

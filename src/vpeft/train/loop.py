@@ -149,18 +149,21 @@ def train(
     *,
     resume: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    summary_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train the trainable tensors of `pm` (usually a `PeftModel`) with cross-entropy.
 
     `train_data` / `val_data` / `test_data`: a map-style `Dataset` of ``(image, label)`` or an
     ``(images, labels)`` tensor pair, already transformed for the backbone. Under ``torchrun``
     the run is data-parallel over all processes (see `distributed`). `on_epoch_end` receives each
-    epoch's metrics record after its checkpoint is written.
+    epoch's metrics record after its checkpoint is written. `summary_extra` (e.g. the data and
+    splits used) is recorded in ``summary.json`` beside the results.
     """
     config = config or TrainConfig()
     info = distributed.setup(config.device)
     try:
-        return _Run(pm, train_data, val_data, test_data, config, info).run(resume, on_epoch_end)
+        run = _Run(pm, train_data, val_data, test_data, config, info, summary_extra)
+        return run.run(resume, on_epoch_end)
     finally:
         distributed.teardown(info)
 
@@ -176,8 +179,10 @@ class _Run:
         test_data: Data | None,
         config: TrainConfig,
         info: distributed.DistInfo,
+        summary_extra: dict[str, Any] | None = None,
     ) -> None:
         self.pm, self.config, self.info = pm, config, info
+        self.summary_extra = summary_extra
         self.device = resolve_device(config.device, info.local_rank)
         self.amp_dtype = autocast_dtype(config.amp, self.device)
         num_classes = int(getattr(pm, "num_classes", 0)) or None
@@ -383,4 +388,4 @@ class _Run:
         save = getattr(self.pm, "save", None)
         if self.config.save_adapter and callable(save):
             save(self.out / ADAPTER_NAME)
-        write_summary(self.out / SUMMARY_NAME, result.summary(self.config))
+        write_summary(self.out / SUMMARY_NAME, result.summary(self.config, self.summary_extra))
