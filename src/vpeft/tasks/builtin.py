@@ -1,0 +1,3 @@
+"""Importing this module registers every task kind shipped with vpeft."""
+
+from . import classification  # noqa: F401
