@@ -1,6 +1,7 @@
 """Cost of SPT's sensitivity pass against a plain forward + backward over the same samples.
 
-The sensitivity pass (`vpeft.spt.compute_sensitivity`) runs one forward + backward per batch and
+The sensitivity pass (`vpeft.methods.spt.compute_sensitivity`) runs one forward + backward per
+batch and
 squares each gradient into one fp32 accumulator per candidate parameter (a post-accumulate hook
 frees the gradient at once). The baseline is a plain training-style pass over the same batches:
 every parameter requires grad, mean cross-entropy, backward, gradients dropped. Target (issue):
@@ -25,7 +26,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from vpeft.spt import build_plan, compute_sensitivity
+from vpeft.methods.spt import build_plan, compute_sensitivity
 
 
 def parse_args() -> argparse.Namespace:

@@ -8,14 +8,15 @@ compares at matched trainable-encoder counts:
 - the Houlsby adapter (bottleneck m after attention and MLP) against SPT-Adapter (rank m) with the
   budget set to the adapter's real trainable-encoder count.
 
-Per task: SPT's sensitivity (`vpeft.spt.compute_sensitivity`) on the first `--samples` images of
+Per task: SPT's sensitivity (`vpeft.methods.spt.compute_sensitivity`) on the first `--samples`
+images of
 train800 (batch `--sens-batch`, eval mode, fresh seeded head), timed against a plain forward +
 backward over the same batches (every parameter requires grad, mean cross-entropy, gradients
 dropped), the two interleaved `--repeats` times (median). From the scores: the SPT-LoRA and
 SPT-Adapter plans that are trained (`build_plan`, defaults α = 10, β = 5, fill), and the
 sensitive-parameter share per block × matrix type of the plain top-τ ranking at SPT-LoRA's budget
 (`fill=False`, so that every counted entry is among the τ highest-ranked) with its heat map
-(`vpeft.spt.plot_heatmap`, one PNG per task in `--png-dir`). A split-half
+(`vpeft.methods.spt.plot_heatmap`, one PNG per task in `--png-dir`). A split-half
 control recomputes the scores on each half of the same samples, so that the differences between
 tasks can be compared with the differences between two halves of one task's data.
 
@@ -68,7 +69,7 @@ from torch import nn
 import vpeft
 from vpeft.backbones import describe
 from vpeft.data import synthetic
-from vpeft.spt import (
+from vpeft.methods.spt import (
     Sensitivity,
     SptPlan,
     build_plan,

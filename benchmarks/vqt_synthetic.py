@@ -16,7 +16,7 @@ train800, over the `--grid-tasks`; a grid whose best rate is its largest (smalle
 extended one step of the 1-3-10 ladder up (down), at most `--extend` times. Then every task is
 trained on train800val200 with the chosen rate and the test top-1 after the last epoch is
 reported (the test set selects nothing). Group lasso
-(stages B/C, `vpeft.vqt.group_lasso_select`) runs on the stage-A model of the final run with
+(stages B/C, `vpeft.methods.vqt.group_lasso_select`) runs on the stage-A model of the final run with
 stage A's rate, λ = `--lam`, keep `--keep-frac`.
 
 Frozen-backbone methods (linear, Head2Toe, VQT) train on cached backbone outputs: the backbone
@@ -70,8 +70,8 @@ from torch import nn
 import vpeft
 from vpeft.analysis import profile_model
 from vpeft.data import synthetic
+from vpeft.methods.vqt import HeadTraining, QueryTuning, group_lasso_select, normalize_groups
 from vpeft.train import evaluate, train
-from vpeft.vqt import HeadTraining, QueryTuning, group_lasso_select, normalize_groups
 
 MIB = 2**20
 

@@ -12,11 +12,11 @@ from torch import nn
 
 from . import __version__
 from .backbones import BackboneSpec, describe
+from .core.context import InstallContext
+from .core.registry import get_method
+from .core.wrapper import AdaptedLayer, NotMergeableError, unwrap_all
 from .errors import AdapterFileError, ConfigError, VpeftError
 from .io import fingerprint, frozen_state, load_matching, read_safetensors, write_safetensors
-from .layers.wrapper import AdaptedLayer, NotMergeableError, unwrap_all
-from .methods.context import InstallContext
-from .methods.registry import get_method
 
 
 @dataclass

@@ -12,8 +12,8 @@ from torch import nn
 import vpeft
 from tests.helpers import BACKBONES, images, tiny_convnext, tiny_vit
 from tests.methods import checks
-from vpeft.layers.bottleneck import Bottleneck, ResidualBottleneck
-from vpeft.layers.wrapper import AdaptedLayer, NotMergeableError
+from vpeft.core.wrapper import AdaptedLayer, NotMergeableError
+from vpeft.methods.adapters.bottleneck import Bottleneck, ResidualBottleneck
 
 METHODS = ["adapter", "adapter-pfeiffer", "adaptformer", "scaled-pa"]
 MLP_ONLY = ["adapter-pfeiffer", "adaptformer", "scaled-pa"]

@@ -17,7 +17,7 @@ import vpeft
 from tests.helpers import images, tiny_swin, tiny_vit
 from tests.methods import checks
 from vpeft.analysis import saved_activation_bytes
-from vpeft.layers.prompts import ExtendedAttention
+from vpeft.methods.prompts.layers import ExtendedAttention
 
 vit3 = partial(tiny_vit, depth=3)  # width 32, 2 heads, 16 patches + class token
 ZERO_PIECE_METHODS = ("lora", "adapter", "adapter-pfeiffer", "adaptformer", "scaled-pa")

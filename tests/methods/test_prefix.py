@@ -11,7 +11,7 @@ from tests.helpers import BACKBONES, tiny_pvt, tiny_swin, tiny_vit
 from tests.methods import checks
 from tests.methods.naive_attention import attention_with_extra, heads, relative_position_bias
 from vpeft.backbones.attention import attention_ops
-from vpeft.layers.prompts import ExtendedAttention, PrefixKeyValues
+from vpeft.methods.prompts.layers import ExtendedAttention, PrefixKeyValues
 
 SUPPORTED = ["vit", "swin", "pvt_v2"]
 

@@ -14,8 +14,8 @@ import vpeft
 from tests.helpers import BACKBONES, images, tiny_vit
 from tests.methods import checks
 from vpeft.backbones import BackboneSpec
-from vpeft.layers.scale_shift import ScaleShift
-from vpeft.layers.wrapper import AdaptedLayer
+from vpeft.core.wrapper import AdaptedLayer
+from vpeft.methods.ssf.scale_shift import ScaleShift
 
 ALL = list(BACKBONES)
 
@@ -223,7 +223,7 @@ def test_ssf_errors() -> None:
         vpeft.apply(tiny_vit(), "ssf", num_classes=2, convs="some")
     with pytest.raises(vpeft.UnsupportedBackboneError, match="Supported timm families"):
         vpeft.apply(nn.Sequential(nn.Linear(2, 2)), "ssf", num_classes=2)
-    from vpeft.layers.scale_shift import channel_layout
+    from vpeft.methods.ssf.scale_shift import channel_layout
 
     with pytest.raises(vpeft.UnsupportedBackboneError, match="elementwise_affine=False"):
         channel_layout(nn.LayerNorm(4, elementwise_affine=False))

@@ -13,7 +13,7 @@ import vpeft
 from tests.helpers import BACKBONES, tiny_pvt, tiny_swin, tiny_vit
 from tests.methods import checks
 from tests.methods.naive_attention import attention_with_extra, heads, relative_position_bias
-from vpeft.layers.prompts import (
+from vpeft.methods.prompts.layers import (
     ExtendedAttention,
     PromptInsertion,
     PromptKeyValues,

@@ -15,8 +15,8 @@ import torch
 import vpeft
 from tests.helpers import images, tiny_swin, tiny_vit
 from tests.methods import checks
-from vpeft.layers.prompts import ExtendedAttention
-from vpeft.layers.wrapper import AdaptedLayer
+from vpeft.core.wrapper import AdaptedLayer
+from vpeft.methods.prompts.layers import ExtendedAttention
 
 #: methods that wrap a Swin block's `attn` (adapter, prefix, VPT) or a linear inside it (LoRA)
 SWIN_METHODS = ("adapter", "prefix", "vpt-deep", "lora", "adaptformer", "ssf")

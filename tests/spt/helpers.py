@@ -7,8 +7,15 @@ from torch import nn
 
 from tests.helpers import images
 from vpeft.backbones import describe
-from vpeft.spt import Rules, Sensitivity, SptPlan, build_plan, compute_sensitivity, find_candidates
-from vpeft.spt.candidates import Unit
+from vpeft.methods.spt import (
+    Rules,
+    Sensitivity,
+    SptPlan,
+    build_plan,
+    compute_sensitivity,
+    find_candidates,
+)
+from vpeft.methods.spt.candidates import Unit
 
 RANK = 2
 

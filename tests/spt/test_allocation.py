@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import vpeft
-from vpeft.spt import Rules, Unit, allocate, parse_budget
-from vpeft.spt.allocation import adapter_cost, lora_cost
+from vpeft.methods.spt import Rules, Unit, allocate, parse_budget
+from vpeft.methods.spt.allocation import adapter_cost, lora_cost
 
 
 def _units(sizes: list[tuple[str, tuple[int, ...]]]) -> list[Unit]:

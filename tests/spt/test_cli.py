@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import vpeft
 from vpeft.cli.main import app
-from vpeft.spt import Sensitivity, SptPlan
+from vpeft.methods.spt import Sensitivity, SptPlan
 
 runner = CliRunner()
 BASE = ["-b", "test_vit", "--img-size", "32"]  # timm's 0.4M-parameter test ViT (D = 64)

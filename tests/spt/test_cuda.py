@@ -8,7 +8,7 @@ import torch
 import vpeft
 from tests.helpers import images, tiny_vit
 from tests.spt.helpers import crafted_plan
-from vpeft.spt import compute_sensitivity, sparse_matmul
+from vpeft.methods.spt import compute_sensitivity, sparse_matmul
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -13,10 +13,10 @@ import vpeft
 from tests.helpers import BACKBONES, images, tiny_convnext, tiny_vit
 from tests.methods import checks
 from tests.spt.helpers import RANK, crafted, crafted_plan
-from vpeft.layers.wrapper import AdaptedLayer, NotMergeableError
-from vpeft.spt import SparseDelta, SparseLinearDelta, SptPlan, build_plan, fold_sparse
-from vpeft.spt.candidates import canonical_parameters
-from vpeft.spt.structured import SptAdapter, SptLora, SptParallelAdapter
+from vpeft.core.wrapper import AdaptedLayer, NotMergeableError
+from vpeft.methods.spt import SparseDelta, SparseLinearDelta, SptPlan, build_plan, fold_sparse
+from vpeft.methods.spt.candidates import canonical_parameters
+from vpeft.methods.spt.structured import SptAdapter, SptLora, SptParallelAdapter
 
 STRUCTURED = ["lora", "adapter"]
 

@@ -12,7 +12,7 @@ from torch.func import functional_call, grad
 import vpeft
 from tests.helpers import images, tiny_swin, tiny_vit
 from vpeft.backbones import describe
-from vpeft.spt import (
+from vpeft.methods.spt import (
     Sensitivity,
     compute_sensitivity,
     find_candidates,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from vpeft.layers.wrapper import AdaptedLayer
-from vpeft.spt import SparseDelta, SparseLinearDelta, SparseMatmul, sparse_matmul
-from vpeft.spt import sparse as sparse_module
+from vpeft.core.wrapper import AdaptedLayer
+from vpeft.methods.spt import SparseDelta, SparseLinearDelta, SparseMatmul, sparse_matmul
+from vpeft.methods.spt import sparse as sparse_module
 
 
 def _entries(out_f: int, in_f: int, n: int, seed: int = 0):

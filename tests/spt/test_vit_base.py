@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import vpeft
 from vpeft.cli.main import app
-from vpeft.spt import build_plan, random_sensitivity
+from vpeft.methods.spt import build_plan, random_sensitivity
 
 BUDGETS = (200_000, 400_000, 600_000, 800_000, 1_000_000)
 

@@ -104,7 +104,7 @@ def test_rules_use_types_shapes_and_tags_not_names():
 
 def test_install_context_tags_weight_decay():
     from vpeft.backbones import describe
-    from vpeft.methods.context import InstallContext
+    from vpeft.core.context import InstallContext
 
     vit = tiny_vit()
     vit.requires_grad_(False)

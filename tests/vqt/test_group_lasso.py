@@ -10,7 +10,7 @@ import vpeft
 from tests.helpers import images, tiny_vit
 from tests.methods import checks
 from vpeft.io import read_safetensors
-from vpeft.vqt import (
+from vpeft.methods.vqt import (
     HeadTraining,
     column_norms,
     extract_features,

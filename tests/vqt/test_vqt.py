@@ -14,8 +14,8 @@ import vpeft
 from tests.helpers import BACKBONES, images, tiny_vit
 from tests.methods import checks
 from tests.vqt.naive import naive_vqt_features
+from vpeft.methods.vqt import PRIOR_BIAS, QueryTuning, query_init_bound
 from vpeft.train.optim import decay_decisions
-from vpeft.vqt import PRIOR_BIAS, QueryTuning, query_init_bound
 
 #: the three ViT flavours the paper uses: supervised (CLS + final norm), MAE-style (average
 #: pooling + fc_norm), CLIP-style (norm_pre before the blocks).

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.registry import MethodInfo
 from ..methods import get_method, method_infos
-from ..methods.registry import MethodInfo
 from .common import JsonOpt, console, emit_json, handles_errors
 
 NameArg = Annotated[

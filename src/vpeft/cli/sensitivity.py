@@ -16,9 +16,9 @@ import typer
 
 from ..data.transforms import data_config_for, make_transform
 from ..errors import ConfigError
-from ..spt import SptPlan, build_plan, plot_heatmap
-from ..spt.allocation import STRUCTURED, parse_budget
-from ..spt.sensitivity import Sensitivity, compute_sensitivity, sensitivity_batches
+from ..methods.spt import SptPlan, build_plan, plot_heatmap
+from ..methods.spt.allocation import STRUCTURED, parse_budget
+from ..methods.spt.sensitivity import Sensitivity, compute_sensitivity, sensitivity_batches
 from ..train.device import resolve_device
 from .common import JsonOpt, WeightsOpt, console, emit_json, handles_errors
 from .data_option import DataSpec, load_split, num_classes_of

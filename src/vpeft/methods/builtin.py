@@ -1,3 +1,11 @@
-"""Importing this module registers every method shipped with vpeft."""
+"""Importing this module registers every method shipped with vpeft (one module per family)."""
 
-from . import adapters, head2toe, lora, prefix, selective, spt, ssf, vpt, vqt  # noqa: F401
+from . import selective  # noqa: F401
+from .adapters import method as _adapters  # noqa: F401
+from .lora import method as _lora  # noqa: F401
+from .prompts import prefix as _prefix  # noqa: F401
+from .prompts import vpt as _vpt  # noqa: F401
+from .spt import method as _spt  # noqa: F401
+from .ssf import method as _ssf  # noqa: F401
+from .vqt import head2toe_method as _head2toe  # noqa: F401
+from .vqt import method as _vqt  # noqa: F401

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .config import MethodConfig, option
-from .context import InstallContext
-from .registry import MethodInfo, register
+from ..core.config import MethodConfig, option
+from ..core.context import InstallContext
+from ..core.registry import MethodInfo, register
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..methods.config import MethodConfig, option
+from ..core.config import MethodConfig, option
 
 #: Fields that shape the optimisation trajectory; a resumed run must agree on all of them.
 TRAJECTORY_FIELDS: tuple[str, ...] = (

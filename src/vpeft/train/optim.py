@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from ..backbones.spec import NORM_TYPES
+from ..core.context import NO_DECAY_ATTR
 from ..errors import ConfigError
-from ..methods.context import NO_DECAY_ATTR
 
 LR_SCALE_ATTR = "_vpeft_lr_scale"
 

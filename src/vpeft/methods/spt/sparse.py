@@ -157,7 +157,7 @@ def fold_sparse(model: nn.Module) -> int:
     zero-cost sparse part at inference. Wrappers left empty are replaced by their base layer.
     Returns the number of folded entries. The result is for inference: save adapters before.
     """
-    from ..layers.wrapper import AdaptedLayer
+    from ...core.wrapper import AdaptedLayer
 
     folded = 0
     with torch.no_grad():

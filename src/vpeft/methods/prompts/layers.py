@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbones.attention import AttentionOps, attention_ops, split_heads
-from ..backbones.spec import AttentionSpec
-from ..errors import ConfigError
-from .forwarding import ForwardsToWrapped
-from .wrapper import AdaptedLayer
+from ...backbones.attention import AttentionOps, attention_ops, split_heads
+from ...backbones.spec import AttentionSpec
+from ...core.forwarding import ForwardsToWrapped
+from ...core.wrapper import AdaptedLayer
+from ...errors import ConfigError
 
 
 def prompt_init_bound(patch_size: int, width: int) -> float:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .head import SelectedLinear
 from .head2toe import Head2ToeFeatures
 from .query_tuning import QueryTuning
@@ -121,7 +121,7 @@ def train_head(
     Adam with coupled L2 `weight_decay` on W only (no decay on b), learning rate warmed up then
     cosine-decayed per epoch. Deterministic for a given `schedule.seed`.
     """
-    from ..train.schedule import WarmupCosine  # the training layer sits above the methods
+    from ...train.schedule import WarmupCosine  # the training layer sits above the methods
 
     if features.shape[0] != labels.shape[0]:
         raise ConfigError(f"{features.shape[0]} feature rows but {labels.shape[0]} labels")

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..backbones import BackboneSpec, LinearSlot
-from ..layers.wrapper import AdaptedLayer
+from ...backbones import BackboneSpec, LinearSlot
+from ...core.wrapper import AdaptedLayer
 
 #: Unit kinds, see the module docstring.
 KINDS: tuple[str, ...] = ("matrix", "vector", "tensor")

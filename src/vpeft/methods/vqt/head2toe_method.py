@@ -2,9 +2,9 @@
 
 Frozen backbone; the input tokens and four taps in every block (after LN1, after MSA, inside
 the MLP after the activation, after the MLP) are average-pooled in `pool_groups` token groups,
-L2-normalised per tap, concatenated and linearly probed (`vpeft.vqt.head2toe`). Feature
-selection by group lasso is `vpeft.vqt.group_lasso_select` (the kept columns are saved with the
-model). Trainable: the head only, (D·g + M·(3·D + D_mlp)·g)·C + C. No autograd through the
+L2-normalised per tap, concatenated and linearly probed (`vpeft.methods.vqt.head2toe`). Feature
+selection by group lasso is `vpeft.methods.vqt.group_lasso_select` (the kept columns are saved with
+the model). Trainable: the head only, (D·g + M·(3·D + D_mlp)·g)·C + C. No autograd through the
 backbone, so training memory is that of inference plus the head.
 """
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..vqt.head2toe import Head2ToeFeatures
-from .config import option
-from .context import InstallContext
-from .registry import MethodInfo, register
-from .vqt import SelectionConfig, drop_classifier
+from ...core.config import option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from ...errors import ConfigError
+from .head2toe import Head2ToeFeatures
+from .method import SelectionConfig, drop_classifier
 
 
 @dataclass

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import BudgetError, ConfigError
+from ...errors import BudgetError, ConfigError
 from .candidates import Unit
 
 #: Structured modules and their trainable-parameter cost for one matrix unit (out × in).

@@ -1,6 +1,6 @@
 """Bottleneck adapters: Houlsby, Pfeiffer, AdaptFormer and the scaled parallel adapter.
 
-All four insert Δ(h) = s · W_up σ(W_down h + b_down) + s · b_up (`layers/bottleneck.py`; W_down
+All four insert Δ(h) = s · W_up σ(W_down h + b_down) + s · b_up (`bottleneck.py`; W_down
 kaiming-uniform, W_up and both biases zero, so every method is the identity at init) and differ
 only in *placement*, given by a `Placement` (which sub-layers, sequential or parallel):
 
@@ -30,14 +30,14 @@ from typing import Literal
 
 from torch import nn
 
-from ..backbones import BlockSpec
-from ..errors import UnsupportedBackboneError
-from ..layers.bottleneck import ACTIVATIONS, Bottleneck, ResidualBottleneck
-from ..layers.wrapper import AdaptedLayer
-from .block_choice import LastBlocksConfig, adapted_blocks
-from .config import option
-from .context import InstallContext
-from .registry import MethodInfo, register
+from ...backbones import BlockSpec
+from ...core.block_choice import LastBlocksConfig, adapted_blocks
+from ...core.config import option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from ...core.wrapper import AdaptedLayer
+from ...errors import UnsupportedBackboneError
+from .bottleneck import ACTIVATIONS, Bottleneck, ResidualBottleneck
 
 Site = Literal["attention", "mlp"]
 

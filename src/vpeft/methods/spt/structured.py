@@ -19,7 +19,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from ..layers.lora import LoraBranch
+from ..lora.layer import LoraBranch
 
 
 def _dropout(p: float) -> nn.Module:

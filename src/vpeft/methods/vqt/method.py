@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import torch
 
-from ..vqt.query_tuning import QueryTuning
-from .config import MethodConfig, option
-from .context import InstallContext
-from .registry import MethodInfo, register
+from ...core.config import MethodConfig, option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from .query_tuning import QueryTuning
 
 PAPER = (
     "Tu, Mai, Chao, Visual Query Tuning: Towards Effective Usage of Intermediate "
@@ -35,7 +35,7 @@ class SelectionConfig(MethodConfig):
     """A feature `selection` (set by group lasso) that is saved as a tensor, not as JSON."""
 
     selection: list[int] | None = option(  # noqa: RUF009 (returns a dataclasses.field)
-        None, "feature columns the head reads (set by vpeft.vqt.group_lasso_select)"
+        None, "feature columns the head reads (set by vpeft.methods.vqt.group_lasso_select)"
     )
 
     def validate(self) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbones import MATRIX_ROLES, BackboneSpec, describe
-from ..errors import AdapterFileError, ConfigError
-from ..io import read_safetensors, write_safetensors
+from ...backbones import MATRIX_ROLES, BackboneSpec, describe
+from ...errors import AdapterFileError, ConfigError
+from ...io import read_safetensors, write_safetensors
 from .allocation import Rules, allocate, parse_budget
 from .candidates import Candidates, Unit, find_candidates
 from .sensitivity import Sensitivity

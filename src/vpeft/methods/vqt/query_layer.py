@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ..backbones.attention import AttentionOps, attend
-from ..backbones.spec import BlockSpec
+from ...backbones.attention import AttentionOps, attend
+from ...backbones.spec import BlockSpec
 
 
 def query_block(

@@ -15,7 +15,7 @@ import torch
 from timm.layers import norm as timm_norm
 from torch import nn
 
-from ..errors import UnsupportedBackboneError
+from ...errors import UnsupportedBackboneError
 
 #: LayerNorm subclasses that normalise the channels of NCHW tensors (output channel axis 1).
 NCHW_NORMS: tuple[type[nn.Module], ...] = tuple(

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..layers.prompts import ExtendedAttention, PrefixKeyValues
-from .config import MethodConfig, option
-from .context import InstallContext
-from .registry import MethodInfo, register
+from ...core.config import MethodConfig, option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from .layers import ExtendedAttention, PrefixKeyValues
 
 
 @dataclass

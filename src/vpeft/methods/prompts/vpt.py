@@ -26,8 +26,12 @@ from functools import partial
 
 import torch
 
-from ..errors import ConfigError
-from ..layers.prompts import (
+from ...core.block_choice import LastBlocksConfig, adapted_blocks, first_adapted_block
+from ...core.config import option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from ...errors import ConfigError
+from .layers import (
     ExtendedAttention,
     PromptInsertion,
     PromptKeyValues,
@@ -36,10 +40,6 @@ from ..layers.prompts import (
     PromptTokens,
     prompt_init_bound,
 )
-from .block_choice import LastBlocksConfig, adapted_blocks, first_adapted_block
-from .config import option
-from .context import InstallContext
-from .registry import MethodInfo, register
 
 PAPER = "Jia et al., Visual Prompt Tuning, ECCV 2022"
 BACKBONES = ("vit", "swin", "pvt_v2")

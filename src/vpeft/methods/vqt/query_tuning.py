@@ -25,8 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..backbones.attention import AttentionOps, attention_ops
-from ..backbones.spec import BackboneSpec
+from ...backbones.attention import AttentionOps, attention_ops
+from ...backbones.spec import BackboneSpec
 from .capture import capture_outputs
 from .head import SelectedLinear, normalize_groups
 from .query_layer import query_block

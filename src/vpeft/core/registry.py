@@ -41,7 +41,6 @@ def register(info: MethodInfo) -> MethodInfo:
 
 def get_method(name: str) -> MethodInfo:
     """Look a method up by name, with a suggestion when the name is misspelt."""
-    _load_builtin_methods()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -54,15 +53,9 @@ def get_method(name: str) -> MethodInfo:
 
 def available_methods() -> list[str]:
     """Names of every registered method, sorted."""
-    _load_builtin_methods()
     return sorted(_REGISTRY)
 
 
 def method_infos() -> list[MethodInfo]:
     """Every registered `MethodInfo`, sorted by name."""
-    _load_builtin_methods()
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
-
-
-def _load_builtin_methods() -> None:
-    from . import builtin  # noqa: F401  (registers the shipped methods on import)

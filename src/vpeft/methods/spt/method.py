@@ -1,9 +1,10 @@
 """SPT (He et al., Sensitivity-Aware Visual Parameter-Efficient Fine-Tuning, ICCV 2023).
 
-`spt-lora` / `spt-adapter` install an SPT plan (`vpeft.spt.plan`): the structured module (LoRA or
-Adapter, `vpeft.spt.structured`) on every matrix the plan marks, sparse deltas
-(`vpeft.spt.sparse`) on the selected entries of every other matrix, vector and tensor — norms
-included —, and the class token. The plan comes from `plan=FILE` (`vpeft sensitivity … --plan-out`)
+`spt-lora` / `spt-adapter` install an SPT plan (`vpeft.methods.spt.plan`): the structured module
+(LoRA or Adapter, `vpeft.methods.spt.structured`) on every matrix the plan marks, sparse deltas
+(`vpeft.methods.spt.sparse`) on the selected entries of every other matrix, vector and tensor —
+norms included —, and the class token. The plan comes from `plan=FILE`
+(`vpeft sensitivity … --plan-out`)
 or is allocated at install time from `budget=` and a sensitivity source (`sensitivity=FILE`; when
 absent, random-data sensitivity, meaningful only for parameter counts).
 
@@ -11,8 +12,8 @@ The plan travels with saved adapter files: its indices through `to_tensors()`, t
 options, so `vpeft.load` rebuilds the model from the file alone.
 
 Merging: `spt-lora` folds LoRA and sparse deltas into the weights (mergeable). `spt-adapter` is
-reported not mergeable (its adapters stay modules); `vpeft.spt.fold_sparse(pm)` folds its sparse
-deltas for inference.
+reported not mergeable (its adapters stay modules); `vpeft.methods.spt.fold_sparse(pm)` folds its
+sparse deltas for inference.
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..layers.wrapper import AdaptedLayer
-from ..spt.candidates import Candidates, find_candidates
-from ..spt.plan import SptPlan, build_plan
-from ..spt.sensitivity import RANDOM_BATCHES, Sensitivity, random_sensitivity
-from ..spt.sparse import SparseDelta, SparseLinearDelta
-from ..spt.structured import SptAdapter, SptLora, SptParallelAdapter
-from .config import MethodConfig, option
-from .context import InstallContext
-from .registry import MethodInfo, register
+from ...core.config import MethodConfig, option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from ...core.wrapper import AdaptedLayer
+from ...errors import ConfigError
+from .candidates import Candidates, find_candidates
+from .plan import SptPlan, build_plan
+from .sensitivity import RANDOM_BATCHES, Sensitivity, random_sensitivity
+from .sparse import SparseDelta, SparseLinearDelta
+from .structured import SptAdapter, SptLora, SptParallelAdapter
 
 
 @dataclass

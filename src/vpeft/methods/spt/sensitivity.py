@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..backbones import describe
-from ..errors import AdapterFileError, ConfigError
-from ..io import read_safetensors, write_safetensors
+from ...backbones import describe
+from ...errors import AdapterFileError, ConfigError
+from ...io import read_safetensors, write_safetensors
 from .candidates import Candidates, Unit, find_candidates
 
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -23,11 +23,11 @@ from typing import Literal
 
 from torch import nn
 
-from ..layers.scale_shift import ScaleShift, channel_layout
-from ..layers.wrapper import AdaptedLayer
-from .config import MethodConfig, option
-from .context import InstallContext
-from .registry import MethodInfo, register
+from ...core.config import MethodConfig, option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from ...core.wrapper import AdaptedLayer
+from .scale_shift import ScaleShift, channel_layout
 
 
 @dataclass

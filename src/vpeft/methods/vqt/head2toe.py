@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.spec import BackboneSpec
+from ...backbones.spec import BackboneSpec
 from .capture import capture_inputs, capture_outputs
 from .head import SelectedLinear, normalize_groups
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backbones import MATRIX_ROLES
-from ..layers.lora import LoraBranch
-from ..layers.wrapper import AdaptedLayer
-from .block_choice import LastBlocksConfig, adapted_blocks
-from .config import option
-from .context import InstallContext
-from .registry import MethodInfo, register
+from ...backbones import MATRIX_ROLES
+from ...core.block_choice import LastBlocksConfig, adapted_blocks
+from ...core.config import option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from ...core.wrapper import AdaptedLayer
+from .layer import LoraBranch
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Prompt methods: prompt tokens / extra keys and values (`layers`), VPT and prefix tuning."""
