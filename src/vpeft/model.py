@@ -1,8 +1,11 @@
-"""`PeftModel`: a frozen timm backbone with one or more methods installed, and its public API."""
+"""`PeftModel`: one frozen backbone, one or more named tasks with their heads, and the methods
+installed into the backbone (shared by all tasks or one copy per task); its public API."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,33 +15,57 @@ from torch import nn
 
 from . import __version__
 from .backbones import BackboneSpec, describe
+from .backbones.calls import (
+    Inputs,
+    classifier_factory,
+    feature_maps,
+    pooled_features,
+    reattach_classifier,
+)
+from .core.buffers import trained_buffers
 from .core.context import InstallContext
 from .core.registry import get_method
+from .core.task_params import TaskParameterCopies
+from .core.task_switch import TaskState, TaskSwitch
 from .core.wrapper import AdaptedLayer, NotMergeableError, unwrap_all
 from .errors import AdapterFileError, ConfigError, VpeftError
 from .io import fingerprint, frozen_state, load_matching, read_safetensors, write_safetensors
+from .tasks import ClassificationTask, FeatureInfo, Task, task_from_json
+
+#: name of the task of a model built with ``num_classes=`` (single-task classification)
+DEFAULT_TASK = "main"
+#: adapter-file layout version (2: heads under ``heads.<task>``, tasks in the metadata)
+FILE_VERSION = 2
 
 
 @dataclass
 class AppliedMethod:
-    """One installed method: its name and validated config."""
+    """One installed method: its name, validated config and whether tasks share it."""
 
     name: str
     config: Any
+    shared: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "options": self.config.to_dict()}
+        return {"name": self.name, "options": self.config.to_dict(), "shared": self.shared}
 
 
 @dataclass
 class Summary:
-    """Trainable / total parameter counts, split into encoder and head, plus a per-module table."""
+    """Trainable / total parameter counts, split into encoder and head, plus a per-module table.
+
+    ``trainable_encoder = encoder_shared + encoder_per_task``: tensors every task uses, and the
+    per-task copies of all tasks together; ``head`` covers every task's head or decoder.
+    """
 
     trainable: int
     trainable_encoder: int
     head: int
     total: int
     rows: list[tuple[str, int]] = field(default_factory=list)
+    encoder_shared: int = 0
+    encoder_per_task: int = 0
+    tasks: int = 1
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -46,6 +73,9 @@ class Summary:
             "trainable_encoder": self.trainable_encoder,
             "head": self.head,
             "total": self.total,
+            "encoder_shared": self.encoder_shared,
+            "encoder_per_task": self.encoder_per_task,
+            "tasks": self.tasks,
         }
 
     def __str__(self) -> str:
@@ -57,87 +87,238 @@ class Summary:
             f"trainable {self.trainable:,} (encoder {self.trainable_encoder:,} + head "
             f"{self.head:,}) of {self.total:,} ({share:.3f}%)"
         )
+        if self.tasks > 1:
+            lines.append(
+                f"{self.tasks} tasks: encoder shared {self.encoder_shared:,}, per-task copies "
+                f"{self.encoder_per_task:,}"
+            )
         return "\n".join(lines)
 
 
 class PeftModel(nn.Module):
-    """A backbone adapted by vpeft. Call it like the backbone; only trained tensors are saved."""
+    """A frozen backbone adapted by vpeft for one or several named tasks.
 
-    def __init__(self, model: nn.Module, num_classes: int, frozen_fingerprint: str) -> None:
+    ``pm(x)`` returns the output of a single-task model (e.g. logits) and a dict task -> output
+    for a multi-task model; `forward_tasks` always returns the dict. Inputs are an image tensor
+    or a dict of tensors. Only trained tensors are saved.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tasks: Sequence[Task],
+        heads: dict[str, nn.Module],
+        frozen_fingerprint: str,
+    ) -> None:
         super().__init__()
         self.model = model
-        self.num_classes = num_classes
+        self.heads = nn.ModuleDict(heads)
+        self.tasks: dict[str, Task] = {t.name: t for t in tasks}
+        self.task_state = TaskState(tuple(self.tasks))
         self.spec: BackboneSpec = describe(model)
         self.methods: list[AppliedMethod] = []
         self.forward_override: nn.Module | None = None
         self._custom_head: nn.Module | None = None
         self.frozen_fingerprint = frozen_fingerprint
+        self._backbone_params = {id(p) for p in model.parameters()}
+        self.task_parameters: TaskParameterCopies | None = None
+        self._task_specific = False
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        runner = self.forward_override if self.forward_override is not None else self.model
-        return runner(x)
+    def forward(self, inputs: Inputs, task: str | None = None) -> Any:
+        if task is not None:
+            return self.forward_tasks(inputs, [task])[task]
+        outputs = self.forward_tasks(inputs)
+        if len(self.tasks) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
+    def forward_tasks(self, inputs: Inputs, tasks: Sequence[str] | None = None) -> dict[str, Any]:
+        """Every (or the given) task's output. The backbone runs once for all tasks when no
+        method is installed per task, else once per task with that task's copies active."""
+        names = list(tasks) if tasks is not None else list(self.tasks)
+        unknown = [t for t in names if t not in self.tasks]
+        if unknown:
+            raise ConfigError(f"unknown task(s) {unknown}; the model's tasks: {list(self.tasks)}")
+        if self.forward_override is not None:
+            return {names[0]: self.forward_override(_image(inputs))} if names else {}
+        if not self.is_task_specific:
+            features = self._features(inputs, {self.tasks[t].features for t in names})
+            return {t: self._head(t, features, inputs) for t in names}
+        outputs = {}
+        for t in names:
+            with self.task_state.active(t):
+                features = self._features(inputs, {self.tasks[t].features}, t)
+                outputs[t] = self._head(t, features, inputs)
+        return outputs
+
+    @property
+    def is_task_specific(self) -> bool:
+        """True when some installed module or parameter differs between tasks."""
+        return self._task_specific
+
+    def _refresh_task_specific(self) -> None:
+        copies = self.task_parameters
+        self._task_specific = len(self.tasks) > 1 and (
+            (copies is not None and len(copies) > 0)
+            or any(
+                isinstance(m, TaskSwitch) or getattr(m, "reads_task", False)
+                for m in self.model.modules()
+            )
+        )
+
+    def _features(self, inputs: Inputs, kinds: set[str], task: str | None = None) -> dict:
+        copies = self.task_parameters
+        swap = contextlib.nullcontext()
+        if task is not None and copies is not None and len(copies) > 0:
+            swap = copies.swapped_in(self.model, task)
+        with swap:
+            return {kind: _FEATURES[kind](self.spec, inputs) for kind in sorted(kinds)}
+
+    def _head(self, task: str, features: dict[str, Any], inputs: Inputs) -> Any:
+        spec = self.tasks[task]
+        return spec.run_head(self.heads[task], features[spec.features], inputs)
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property
+    def num_classes(self) -> int:
+        """Classes of the only task (single-task classification models)."""
+        if len(self.tasks) == 1:
+            only = next(iter(self.tasks.values()))
+            if isinstance(only, ClassificationTask):
+                return only.num_classes
+        raise AttributeError("num_classes is defined for single-task classification models")
+
+    @property
     def head(self) -> nn.Module:
-        """The task head (the backbone's classifier unless a method supplies its own)."""
-        return self._custom_head if self._custom_head is not None else self.model.get_classifier()
+        """The head of a single-task model (a method's own head when it supplies one)."""
+        if self._custom_head is not None:
+            return self._custom_head
+        if len(self.heads) != 1:
+            raise AttributeError(f"this model has {len(self.heads)} heads; use pm.heads[task]")
+        return next(iter(self.heads.values()))
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         """Qualified name -> parameter, for every parameter that trains."""
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     def summary(self) -> Summary:
-        """Trainable parameters (encoder / head / all) and a per-module table."""
-        head_ids = {id(p) for p in self.head.parameters()}
+        """Trainable parameters (encoder shared / per task, head, all) and a per-module table."""
+        head_ids = {id(p) for p in self.heads.parameters()}
+        if self._custom_head is not None:
+            head_ids |= {id(p) for p in self._custom_head.parameters()}
+        per_task_ids = {
+            id(p)
+            for m in self.modules()
+            if isinstance(m, TaskSwitch | TaskParameterCopies)
+            for p in m.parameters()
+        }
         trainable = self.trainable_parameters()
-        head = sum(p.numel() for p in trainable.values() if id(p) in head_ids)
-        total = sum(p.numel() for p in self.parameters())
+        count = lambda ids: sum(p.numel() for p in trainable.values() if id(p) in ids)  # noqa: E731
+        head = count(head_ids)
+        per_task = count(per_task_ids - head_ids)
         n_trainable = sum(p.numel() for p in trainable.values())
+        total = sum(p.numel() for p in self.parameters())
         rows: dict[str, int] = {}
         for name, p in trainable.items():
             module_name = name.rsplit(".", 1)[0] if "." in name else name
             rows[module_name] = rows.get(module_name, 0) + p.numel()
-        return Summary(n_trainable, n_trainable - head, head, total, list(rows.items()))
+        encoder = n_trainable - head
+        return Summary(
+            n_trainable,
+            encoder,
+            head,
+            total,
+            list(rows.items()),
+            encoder_shared=encoder - per_task,
+            encoder_per_task=per_task,
+            tasks=len(self.tasks),
+        )
 
     def print_summary(self) -> None:
         print(self.summary())
 
+    def select_tasks(self, names: Sequence[str]) -> PeftModel:
+        """Keep only the tasks `names` (their heads and per-task copies); returns self."""
+        unknown = [t for t in names if t not in self.tasks]
+        if unknown or not names:
+            raise ConfigError(
+                f"cannot select tasks {list(names)}; the model has {list(self.tasks)}"
+            )
+        keep = [t for t in self.tasks if t in names]
+        for t in list(self.tasks):
+            if t not in keep:
+                del self.heads[t]
+                for m in self.modules():
+                    if isinstance(m, TaskSwitch):
+                        del m.copies[t]
+                    elif isinstance(m, TaskParameterCopies):
+                        del m.tasks[t]
+        self.tasks = {t: self.tasks[t] for t in keep}
+        self.task_state.tasks = tuple(keep)
+        self._refresh_task_specific()
+        return self
+
     # -- files ----------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        return {
+        meta = {
             "vpeft_version": __version__,
+            "file_version": FILE_VERSION,
             "methods": [m.to_json() for m in self.methods],
-            "num_classes": self.num_classes,
+            "tasks": [t.to_json() for t in self.tasks.values()],
             "backbone": backbone_identity(self.model, self.spec),
             "fingerprint": self.frozen_fingerprint,
         }
+        with contextlib.suppress(AttributeError):
+            meta["num_classes"] = self.num_classes
+        return meta
 
     def save(self, path: str | Path) -> None:
-        """Write only the trained tensors (+ method state) and metadata to a safetensors file."""
+        """Write the trained tensors (+ buffers of trained modules, e.g. BatchNorm statistics,
+        + method state) and metadata to a safetensors file."""
         tensors = dict(self.trainable_parameters())
+        tensors.update({f"__buffer__.{k}": v for k, v in trained_buffers(self).items()})
         for i, method in enumerate(self.methods):
             for key, t in method.config.to_tensors().items():
                 tensors[f"__config__.{i}.{key}"] = t
         write_safetensors(path, tensors, self.metadata())
 
     # -- merge ----------------------------------------------------------------------------
-    def merge(self, inplace: bool = False) -> nn.Module:
-        """Fold every re-parameterisable method into the weights; return the plain timm model."""
+    def merge(self, inplace: bool = False, task: str | None = None) -> nn.Module:
+        """Fold every re-parameterisable method into the weights; return the plain backbone
+        with the task's classifier in its classifier slot (timm models)."""
         blocking = [m.name for m in self.methods if not get_method(m.name).mergeable]
         if blocking:
             raise NotMergeableError(
                 f"method(s) {blocking} add modules that cannot be folded into the backbone "
                 "weights; use the PeftModel directly"
             )
+        if len(self.tasks) > 1 and (task is None or self.is_task_specific):
+            raise NotMergeableError(
+                "merge() of a multi-task model needs the per-task copies folded one task at a "
+                "time: use pm.select_tasks([task]).merge()"
+            )
+        name = task or next(iter(self.tasks))
         target = self.model if inplace else copy.deepcopy(self.model)
         unwrap_all(target)
         leftovers = [n for n, m in target.named_modules() if isinstance(m, AdaptedLayer)]
         if leftovers:
             raise NotMergeableError(f"modules still wrapped after merge: {leftovers}")
+        head = self.heads[name] if inplace else copy.deepcopy(self.heads[name])
+        only = self.tasks[name]
+        if isinstance(only, ClassificationTask) and hasattr(target, "reset_classifier"):
+            reattach_classifier(target, head, only.num_classes)
         target.requires_grad_(False)
         return target
+
+
+def _image(inputs: Inputs) -> torch.Tensor:
+    from .backbones.calls import pixel_values
+
+    return pixel_values(inputs)
+
+
+_FEATURES = {"pooled": pooled_features, "maps": feature_maps}
 
 
 def backbone_identity(model: nn.Module, spec: BackboneSpec) -> dict[str, Any]:
@@ -152,47 +333,85 @@ def backbone_identity(model: nn.Module, spec: BackboneSpec) -> dict[str, Any]:
     }
 
 
+def feature_info(spec: BackboneSpec) -> FeatureInfo:
+    """What the backbone offers task heads (pooled width, tapped maps, its classifier)."""
+    dims, strides = spec.tap_channels_and_strides()
+    return FeatureInfo(
+        pooled_dim=spec.num_features,
+        map_dims=dims,
+        map_strides=strides,
+        new_classifier=classifier_factory(spec),
+    )
+
+
 def apply(
     model: nn.Module | PeftModel,
     method: str,
     num_classes: int | None = None,
+    *,
+    tasks: Sequence[Task] | None = None,
+    shared: bool | None = None,
     **options: Any,
 ) -> PeftModel:
-    """Install `method` into a timm `model` (or on top of an existing `PeftModel`).
+    """Install `method` into a backbone (or on top of an existing `PeftModel`).
 
-    The backbone is frozen, a new `num_classes` head is attached (timm's `reset_classifier`),
-    then the method marks exactly the tensors it trains. Returns the `PeftModel`.
+    A plain backbone gets frozen and one head per task: ``num_classes=N`` builds a single
+    classification task (named ``main``); ``tasks=[...]`` any set of named `Task`s. The method
+    is installed once per task (``shared=False``, the default of single-task methods on a
+    multi-task model: the dense papers' setting) or once for all tasks (``shared=True``).
+    Returns the `PeftModel`.
     """
     info = get_method(method)
     config = info.config.from_options(options)
     if isinstance(model, PeftModel):
         pm = model
-        if num_classes is not None and num_classes != pm.num_classes:
-            raise ConfigError(
-                f"num_classes={num_classes} differs from the model's {pm.num_classes}"
-            )
-    else:
-        if num_classes is None:
-            raise ConfigError("num_classes is required when adapting a plain backbone")
-        spec = describe(model)  # clear error on unsupported backbones, before any change
-        if info.backbones is not None and spec.family not in info.backbones:
-            raise _unsupported(method, spec.family, info.backbones)
-        undo = _HeadUndo(model)
-        model.reset_classifier(num_classes)
+        if num_classes is not None and (len(pm.tasks) != 1 or num_classes != pm.num_classes):
+            raise ConfigError(f"num_classes={num_classes} differs from the model's tasks")
+        if tasks is not None:
+            raise ConfigError("tasks= is given when the backbone is first adapted")
+        _check_family(info, method, pm.spec)
+        _install(pm, info, method, config, shared)
+        return pm
+    task_list = _task_list(num_classes, tasks)
+    spec = describe(model)  # clear error on unsupported backbones, before any change
+    _check_family(info, method, spec)
+    undo = _HeadUndo(model)
+    try:
+        features = feature_info(spec)
+        heads = {t.name: t.build_head(features) for t in task_list}
         fp = fingerprint(frozen_state(model, exclude=spec.classifier()))
         model.requires_grad_(False)
-        pm = PeftModel(model, num_classes, fp)
-        pm.head.requires_grad_(True)
-        try:
-            _install(pm, info, method, config)
-        except BaseException:
-            undo.restore()  # a failed install leaves the user's model as it was given
-            raise
-        return pm
-    if info.backbones is not None and pm.spec.family not in info.backbones:
-        raise _unsupported(method, pm.spec.family, info.backbones)
-    _install(pm, info, method, config)
+        pm = PeftModel(model, task_list, heads, fp)
+        pm.heads.requires_grad_(True)
+        _install(pm, info, method, config, shared)
+    except BaseException:
+        undo.restore()  # a failed install leaves the user's model as it was given
+        raise
     return pm
+
+
+def _task_list(num_classes: int | None, tasks: Sequence[Task] | None) -> list[Task]:
+    if tasks is not None and num_classes is not None:
+        raise ConfigError("give either num_classes (one classification task) or tasks, not both")
+    if tasks is None:
+        if num_classes is None:
+            raise ConfigError("num_classes (or tasks=) is required when adapting a plain backbone")
+        return [ClassificationTask(DEFAULT_TASK, num_classes=num_classes)]
+    task_list = list(tasks)
+    names = [t.name for t in task_list]
+    if not task_list or len(set(names)) != len(names):
+        raise ConfigError(f"tasks must be a non-empty list with distinct names, got {names}")
+    return task_list
+
+
+def _check_family(info: Any, method: str, spec: BackboneSpec) -> None:
+    if info.backbones is not None and spec.family not in info.backbones:
+        from .errors import UnsupportedBackboneError
+
+        raise UnsupportedBackboneError(
+            f"method {method!r} is not meaningful on {spec.family} backbones; supported: "
+            f"{list(info.backbones)}"
+        )
 
 
 class _HeadUndo:
@@ -202,7 +421,8 @@ class _HeadUndo:
         self.model = model
         self.flags = [(p, p.requires_grad) for p in model.parameters()]
         self.num_classes = getattr(model, "num_classes", None)
-        head = model.get_classifier()
+        get = getattr(model, "get_classifier", None)
+        head = get() if callable(get) else None
         self.slot = next(
             (
                 (parent, name)
@@ -223,10 +443,24 @@ class _HeadUndo:
             p.requires_grad_(flag)
 
 
-def _install(pm: PeftModel, info: Any, method: str, config: Any) -> None:
-    ctx = InstallContext(pm.model, pm.spec, method, pm.num_classes)
+def _install(pm: PeftModel, info: Any, method: str, config: Any, shared: bool | None) -> None:
+    multi_task = getattr(info, "multi_task", False)
+    per_task = not multi_task and not (shared if shared is not None else False)
+    ctx = InstallContext(
+        pm.model,
+        pm.spec,
+        method,
+        _num_classes_or_zero(pm),
+        task_state=pm.task_state,
+        per_task=per_task,
+        backbone_params=pm._backbone_params,
+        copy_per_task=lambda p: _task_copies(pm, p),
+        heads=pm.heads,
+    )
     info.install(ctx, config)
     if ctx.forward_override is not None:
+        if len(pm.tasks) > 1:
+            raise ConfigError(f"method {method!r} replaces the forward; it supports one task")
         if pm.forward_override is not None:
             raise ConfigError(
                 f"method {method!r} replaces the model's forward, which "
@@ -234,25 +468,61 @@ def _install(pm: PeftModel, info: Any, method: str, config: Any) -> None:
                 "feature-extracting method (vqt, head2toe) per model"
             )
         pm.forward_override = ctx.forward_override
-        # a plain reference: the head is a submodule of forward_override (named once there)
+        # the method's head replaces the task head; a plain reference (named once, in the
+        # forward module)
+        pm.heads[next(iter(pm.tasks))] = nn.Identity()
         object.__setattr__(pm, "_custom_head", ctx.head)
-    pm.methods.append(AppliedMethod(method, config))
+    pm.methods.append(AppliedMethod(method, config, shared=not ctx.copies_per_task))
+    pm._refresh_task_specific()
 
 
-def _unsupported(method: str, family: str, families: tuple[str, ...]) -> VpeftError:
-    from .errors import UnsupportedBackboneError
+def _num_classes_or_zero(pm: PeftModel) -> int:
+    try:
+        return pm.num_classes
+    except AttributeError:
+        return 0
 
-    return UnsupportedBackboneError(
-        f"method {method!r} is not meaningful on {family} backbones; supported: {list(families)}"
+
+def _task_copies(pm: PeftModel, original: nn.Parameter) -> list[nn.Parameter]:
+    """Per-task copies of a frozen backbone parameter (created on first use)."""
+    if pm.task_parameters is None:
+        pm.task_parameters = TaskParameterCopies(pm.task_state.tasks)
+    copies = pm.task_parameters.add(original)
+    if _declared_no_decay(pm, original):
+        from .core.context import NO_DECAY_ATTR
+
+        for c in copies:
+            setattr(c, NO_DECAY_ATTR, True)
+    return copies
+
+
+def _declared_no_decay(pm: PeftModel, p: nn.Parameter) -> bool:
+    """Copies keep the structural no-decay rule of their original (token embeddings, norms)."""
+    from .backbones.spec import NORM_TYPES
+
+    if any(p is t for t in (pm.spec.cls_token, pm.spec.pos_embed) if t is not None):
+        return True
+    return any(
+        isinstance(m, NORM_TYPES) and any(q is p for q in m.parameters(recurse=False))
+        for m in pm.model.modules()
     )
 
 
-def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> PeftModel:
-    """Rebuild a saved `PeftModel` on `base` (the same pretrained backbone it was trained on)."""
+def load(
+    path: str | Path,
+    base: nn.Module,
+    strict_fingerprint: bool = True,
+    tasks: Sequence[str] | None = None,
+) -> PeftModel:
+    """Rebuild a saved `PeftModel` on `base` (the same pretrained backbone it was trained on);
+    ``tasks`` keeps a subset of a multi-task file's tasks."""
     tensors, meta = read_safetensors(path)
-    for key in ("methods", "num_classes", "backbone", "fingerprint"):
+    for key in ("methods", "backbone", "fingerprint", "tasks"):
         if key not in meta:
-            raise AdapterFileError(f"{path}: metadata lacks {key!r}; the file is corrupted")
+            raise AdapterFileError(
+                f"{path}: metadata lacks {key!r}; the file is corrupted or was written by an "
+                "older vpeft (before tasks were stored)"
+            )
     spec = describe(base)
     want = meta["backbone"]
     have = backbone_identity(base, spec)
@@ -262,8 +532,13 @@ def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> 
             f"{path} was trained on {want['architecture']} ({want}); the given base is "
             f"{have['architecture']} ({have}); mismatch in {mismatched}"
         )
-    base.reset_classifier(meta["num_classes"])
-    fp = fingerprint(frozen_state(base, exclude=spec.classifier()))
+    try:
+        task_list = [task_from_json(entry) for entry in meta["tasks"]]
+    except (VpeftError, TypeError, KeyError) as err:
+        raise AdapterFileError(f"{path}: unreadable task description ({err})") from None
+    head_ids = {id(p) for p in spec.classifier().parameters()}
+    state = {k: v for k, v in frozen_state(base).items() if id(v) not in head_ids}
+    fp = fingerprint(state)
     if strict_fingerprint and fp != meta["fingerprint"]:
         raise AdapterFileError(
             f"{path} was trained on a backbone with different frozen weights (fingerprint "
@@ -276,9 +551,16 @@ def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> 
         prefix = f"__config__.{i}."
         extra = {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}
         options = info.config.from_saved(entry["options"], extra)
-        pm = apply(pm, entry["name"], num_classes=meta["num_classes"], **options)
+        kwargs: dict[str, Any] = {"tasks": task_list} if i == 0 else {}
+        pm = apply(pm, entry["name"], shared=entry.get("shared", True), **kwargs, **options)
     assert isinstance(pm, PeftModel)
     pm.frozen_fingerprint = meta["fingerprint"]
-    trained = {k: v for k, v in tensors.items() if not k.startswith("__config__.")}
+    special = ("__config__.", "__buffer__.")
+    trained = {k: v for k, v in tensors.items() if not k.startswith(special)}
     load_matching(path, pm.trainable_parameters(), trained)
+    mark = "__buffer__."
+    buffers = {k[len(mark) :]: v for k, v in tensors.items() if k.startswith(mark)}
+    load_matching(path, trained_buffers(pm), buffers)
+    if tasks is not None:
+        pm.select_tasks(list(tasks))
     return pm

@@ -149,7 +149,7 @@ def test_prefixes_change_the_output_through_keys_and_values() -> None:
     with torch.no_grad():
         base = pm(x)
         for name, p in pm.trainable_parameters().items():
-            if name.startswith("model.head"):
+            if name.startswith("heads."):
                 continue
             saved = p.clone()
             p.add_(torch.randn_like(p))

@@ -149,7 +149,7 @@ def test_vit_prompts_hidden_from_attention_give_the_plain_model(method: str, var
     visible[:, n : n + P] = False
     visible[n : n + P, :] = True  # prompts may look anywhere; nobody looks at them
     with torch.no_grad():
-        got = pm.model.forward_head(pm.model.forward_features(x, attn_mask=visible))
+        got = pm.head(pm.model.forward_head(pm.model.forward_features(x, attn_mask=visible)))
         want = plain.forward_head(plain.forward_features(x))
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(pm(x), want, atol=1e-4), "unmasked prompts must matter"
@@ -184,7 +184,7 @@ def test_vit_prompt_outputs_are_discarded_exactly_where_vpt_says(method: str) ->
 def test_every_prompt_tensor_reaches_the_logits(method: str, backbone: str) -> None:
     pm = checks.build(method, BACKBONES[backbone], num_tokens=P).eval()
     x = checks.images()
-    prompts = {n: p for n, p in pm.trainable_parameters().items() if not n.startswith("model.head")}
+    prompts = {n: p for n, p in pm.trainable_parameters().items() if not n.startswith("heads.")}
     assert len(prompts) == (pm.spec.depth if method == "vpt-deep" else 1)
     with torch.no_grad():
         base = pm(x)

@@ -145,6 +145,9 @@ class BackboneSpec:
     final_norms: list[nn.Module]
     stage_dims: list[int] = field(default_factory=list)
     token_layout: str = "sequence"  # "sequence" (B, N, C), "nhwc" (Swin), "nchw" (ConvNeXt)
+    #: feature taps for dense decoders: stage indices (hierarchical) or block indices (ViT);
+    #: None = every stage (hierarchical) / four evenly spaced blocks (ViT)
+    tap_indices: tuple[int, ...] | None = None
 
     @property
     def depth(self) -> int:
@@ -153,6 +156,36 @@ class BackboneSpec:
     @property
     def has_attention(self) -> bool:
         return all(b.attention is not None for b in self.blocks)
+
+    def taps(self) -> list[int]:
+        """Indices of the tapped stages / blocks, in order."""
+        if self.tap_indices is not None:
+            return list(self.tap_indices)
+        if self.family == "vit":
+            step = max(self.depth // 4, 1)
+            return [min(step * (i + 1), self.depth) - 1 for i in range(min(4, self.depth))]
+        return list(range(len(self.stage_dims)))
+
+    def tap_channels_and_strides(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(channels, stride w.r.t. the input) of every tapped map (timm's ``feature_info``)."""
+        info = getattr(self.model, "feature_info", None) or []
+        taps = self.taps()
+        if len(info) <= max(taps, default=-1):
+            return (), ()
+        return (
+            tuple(int(info[i]["num_chs"]) for i in taps),
+            tuple(int(info[i]["reduction"]) for i in taps),
+        )
+
+    def tap_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The tapped maps (B, C, H, W), no final norm (timm ``forward_intermediates``); the
+        blocks run through their own (possibly wrapped) modules, so methods apply."""
+        run = getattr(self.model, "forward_intermediates", None)
+        if run is None:
+            from ..errors import UnsupportedBackboneError
+
+            raise UnsupportedBackboneError(f"{self.family} backbones give no feature maps")
+        return list(run(x, indices=self.taps(), intermediates_only=True))
 
     def classifier(self) -> nn.Module:
         """The task head currently installed in the backbone."""

@@ -83,31 +83,25 @@ def install_norm(ctx: InstallContext, cfg: NoOptions) -> None:
 
 
 def install_mlp_head(ctx: InstallContext, cfg: MlpHeadConfig) -> None:
-    """Replace the linear classifier with Linear-ReLU-…-Linear (k layers)."""
+    """Replace every task's linear classifier with Linear-ReLU-…-Linear (k layers)."""
     width = cfg.hidden or ctx.spec.num_features
-    old = ctx.spec.classifier()
-    if not isinstance(old, nn.Linear):
-        from ..errors import UnsupportedBackboneError
+    for task, old in list(ctx.heads.items()):
+        if not isinstance(old, nn.Linear):
+            from ..errors import UnsupportedBackboneError
 
-        raise UnsupportedBackboneError("mlp-k needs a linear classifier to replace")
-    layers: list[nn.Module] = []
-    d_in = old.in_features
-    for _ in range(cfg.k - 1):
-        layers += [nn.Linear(d_in, width), nn.ReLU()]
-        d_in = width
-    layers.append(nn.Linear(d_in, old.out_features))
-    head = nn.Sequential(*layers).to(old.weight.device, old.weight.dtype)
-    _replace_classifier(ctx.model, old, head)
-    ctx.train(head)
-
-
-def _replace_classifier(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if child is old:
-                setattr(parent, name, new)
-                return
-    raise RuntimeError("classifier not found in model")
+            raise UnsupportedBackboneError(
+                f"mlp-k replaces a linear classifier; the head of task {task!r} is "
+                f"{type(old).__name__}"
+            )
+        layers: list[nn.Module] = []
+        d_in = old.in_features
+        for _ in range(cfg.k - 1):
+            layers += [nn.Linear(d_in, width), nn.ReLU()]
+            d_in = width
+        layers.append(nn.Linear(d_in, old.out_features))
+        head = nn.Sequential(*layers).to(old.weight.device, old.weight.dtype)
+        ctx.heads[task] = head
+        ctx.train(head)
 
 
 _PAPERS = {

@@ -40,6 +40,9 @@ class FeatureInfo:
     pooled_dim: int
     map_dims: tuple[int, ...] = ()
     map_strides: tuple[int, ...] = ()
+    #: the backbone's own classifier factory (``num_classes -> module``; timm's
+    #: ``reset_classifier``), used by classification heads when present
+    new_classifier: Callable[[int], nn.Module] | None = field(default=None, compare=False)
 
 
 class Metric(ABC):
@@ -91,6 +94,11 @@ class Task(ABC):
     @abstractmethod
     def build_head(self, info: FeatureInfo) -> nn.Module:
         """A new, trainable head/decoder for this task."""
+
+    def run_head(self, head: nn.Module, features: Any, inputs: Any) -> Any:
+        """The task's output from the backbone `features` of its kind (dense tasks also read
+        the input size from `inputs`)."""
+        return head(features)
 
     @abstractmethod
     def loss(self, output: torch.Tensor, target: Any) -> tuple[torch.Tensor, int]:

@@ -66,6 +66,9 @@ class ClassificationTask(Task):
             )
 
     def build_head(self, info: FeatureInfo) -> nn.Module:
+        """The backbone's own classifier when it has one (timm), else ``Linear(D, K)``."""
+        if info.new_classifier is not None:
+            return info.new_classifier(self.num_classes)
         return nn.Linear(info.pooled_dim, self.num_classes)
 
     def loss(self, output: torch.Tensor, target: Any) -> tuple[torch.Tensor, int]:

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..atomic import atomic_path, temporary_prefix
+from ..core.buffers import trained_buffers
 from ..errors import VpeftError
 from ..io import FileKind, load_matching, read_safetensors
 from . import rng
@@ -62,18 +63,6 @@ class TrainState:
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
-
-
-def trained_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Persistent buffers of modules that own at least one trainable parameter."""
-    out: dict[str, torch.Tensor] = {}
-    for module_name, module in model.named_modules():
-        if not any(p.requires_grad for p in module.parameters(recurse=False)):
-            continue
-        for local, buf in module.named_buffers(recurse=False):
-            if buf is not None and local not in module._non_persistent_buffers_set:
-                out[f"{module_name}.{local}" if module_name else local] = buf
-    return out
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

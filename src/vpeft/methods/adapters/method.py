@@ -139,8 +139,15 @@ def bottleneck_installer(placement: Placement) -> Callable[[InstallContext, Adap
             width, ref = cfg.width(block.dim), block.fc2.weight
             for site in placement.sites:
                 parent, attr = SITES[site](block)
-                module = kind(block.dim, width, cfg.activation, cfg.branch_scale(), cfg.dropout)
-                module.to(ref.device, ref.dtype)
+                module = ctx.module(
+                    kind,
+                    block.dim,
+                    width,
+                    cfg.activation,
+                    cfg.branch_scale(),
+                    cfg.dropout,
+                    like=ref,
+                )
                 wrapper = AdaptedLayer.wrap(parent, attr)
                 attach = wrapper.add_parallel if placement.parallel else wrapper.add_sequential
                 attach(placement.key, module)

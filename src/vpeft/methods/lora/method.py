@@ -42,13 +42,15 @@ def install_lora(ctx: InstallContext, cfg: LoraConfig) -> None:
         slots = block.matrices()
         for role in cfg.targets:
             slot = slots[role]
-            branch = LoraBranch(
+            branch = ctx.module(
+                LoraBranch,
                 slot.in_features,
                 slot.out_features,
                 cfg.rank,
                 scale=cfg.alpha / cfg.rank,
                 dropout=cfg.dropout,
-            ).to(slot.weight.device, slot.weight.dtype)
+                like=slot.weight,
+            )
             AdaptedLayer.wrap(slot.parent, slot.attr).add_parallel(
                 f"lora_{role}", branch, slot.rows
             )

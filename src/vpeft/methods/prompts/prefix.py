@@ -38,9 +38,14 @@ def install_prefix(ctx: InstallContext, cfg: PrefixConfig) -> None:
     for block in ctx.spec.blocks:
         attention = block.attention
         like = attention.k.weight
-        source = PrefixKeyValues(
-            cfg.num_tokens, attention.k.out_features, attention.num_heads, cfg.init_std
-        ).to(like.device, like.dtype)
+        source = ctx.module(
+            PrefixKeyValues,
+            cfg.num_tokens,
+            attention.k.out_features,
+            attention.num_heads,
+            cfg.init_std,
+            like=like,
+        )
         ExtendedAttention.wrap(attention).add_source("prefix", source)
         ctx.train(source, weight_decay=False)
 

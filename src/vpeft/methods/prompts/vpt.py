@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+from torch import nn
 
 from ...core.block_choice import LastBlocksConfig, adapted_blocks, first_adapted_block
 from ...core.config import option
@@ -58,10 +59,9 @@ class VptConfig(LastBlocksConfig):
 
 def _new_prompts(
     ctx: InstallContext, cfg: VptConfig, width: int, like: torch.Tensor
-) -> PromptTokens:
+) -> PromptTokens | nn.Module:
     bound = prompt_init_bound(ctx.spec.patch_size, width)
-    prompts = PromptTokens(cfg.num_tokens, width, bound, cfg.dropout)
-    return prompts.to(like.device, like.dtype)
+    return ctx.module(PromptTokens, cfg.num_tokens, width, bound, cfg.dropout, like=like)
 
 
 def install_vit_tokens(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
@@ -95,6 +95,7 @@ def install_key_value_prompts(ctx: InstallContext, cfg: VptConfig, deep: bool) -
         attention = block.attention
         like = attention.k.weight
         source = PromptKeyValues(_new_prompts(ctx, cfg, attention.k.in_features, like))
+        # the prompts inside switch per task; the projection wrapper has no state of its own
         ExtendedAttention.wrap(attention).add_source("vpt", source)
         ctx.train(source, weight_decay=False)
 

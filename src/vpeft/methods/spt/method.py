@@ -196,6 +196,7 @@ def _install_sparse(ctx: InstallContext, plan: SptPlan, candidates: Candidates) 
 
 def _installer(structured: str):
     def install(ctx: InstallContext, cfg: SptConfig) -> None:
+        ctx.require_shared(" (its plan is allocated from one task's sensitivity)")
         plan = _resolve_plan(ctx, cfg, structured)
         if plan.structured != structured:
             raise ConfigError(

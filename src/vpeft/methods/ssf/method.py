@@ -91,7 +91,7 @@ def install_ssf(ctx: InstallContext, cfg: SsfConfig) -> None:
     for parent, attr, layer in ssf_targets(ctx, cfg.convs):
         channels, trailing = channel_layout(layer)
         ref = layer.weight
-        module = ScaleShift(channels, trailing, cfg.init_std).to(ref.device, ref.dtype)
+        module = ctx.module(ScaleShift, channels, trailing, cfg.init_std, like=ref)
         AdaptedLayer.wrap(parent, attr).add_sequential("ssf", module)
         ctx.train(module)
 

@@ -79,6 +79,7 @@ class VqtConfig(SelectionConfig):
 
 def drop_classifier(ctx: InstallContext) -> None:
     """Remove the backbone's own classifier: the feature module's head replaces it."""
+    ctx.require_single_task()
     ctx.model.reset_classifier(0)
 
 

@@ -1,0 +1,76 @@
+"""Per-task copies of a method's modules (design.md, layer 4: "installed per task").
+
+Dense multi-task papers train every single-task method as one copy per task on one frozen
+backbone. `TaskSwitch` holds those copies and runs the active task's one; `TaskState` is the one
+object (owned by the `PeftModel`) that says which task is active. Hypernetwork methods read the
+same `TaskState` to generate the active task's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+
+
+class TaskState:
+    """The task whose modules run now (``None`` outside a task's forward)."""
+
+    def __init__(self, tasks: tuple[str, ...]) -> None:
+        self.tasks = tasks
+        self.current: str | None = None
+
+    @contextmanager
+    def active(self, task: str) -> Iterator[None]:
+        """Run the body with `task` active (restores the previous one afterwards)."""
+        if task not in self.tasks:
+            raise ConfigError(f"unknown task {task!r}; the model's tasks are {list(self.tasks)}")
+        previous, self.current = self.current, task
+        try:
+            yield
+        finally:
+            self.current = previous
+
+    def require(self) -> str:
+        """The active task; a clear error when a task-specific module runs outside a task."""
+        if self.current is None:
+            raise ConfigError(
+                "a per-task module ran with no active task; call the PeftModel (or use "
+                "`pm.task_state.active(name)`) instead of the bare backbone"
+            )
+        return self.current
+
+
+class TaskSwitch(nn.Module):
+    """One copy of a module per task; calls (and attribute reads) go to the active task's copy.
+
+    Parameter names are ``copies.<task>.<name>``, so files hold each task's tensors apart.
+    """
+
+    def __init__(self, state: TaskState, factory: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.copies = nn.ModuleDict({task: factory() for task in state.tasks})
+        object.__setattr__(self, "_state", state)  # a plain reference, not a submodule
+
+    @property
+    def active_copy(self) -> nn.Module:
+        return self.copies[self._state.require()]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.active_copy(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            copies = self._modules.get("copies")
+            if copies is None or name.startswith("_"):
+                raise
+            # sizes and other constants are the same in every copy; methods use the active one
+            state = self.__dict__["_state"]
+            task = state.current if state.current is not None else next(iter(copies))
+            return getattr(copies[task], name)
