@@ -144,8 +144,8 @@ class MaxFMeasure(Metric):
     ``P_i(t) = TP/(TP+FP)``, ``R_i(t) = TP/(TP+FN)``, ``IoU_i(t) = TP/(TP+FP+FN)``; an empty
     denominator gives 1 (nothing predicted / nothing salient / both empty count as correct).
 
-    - ``max_f`` (headline) follows the multi-task convention (ASTMT, MTI-Net, ATRC): precision
-      and recall are **averaged over images** per threshold, then
+    - ``max_f`` (default headline, see ``headline``) follows the multi-task convention (ASTMT,
+      MTI-Net, ATRC): precision and recall are **averaged over images** per threshold, then
       ``F_β(t) = (1+β²) P̄(t) R̄(t) / (β² P̄(t) + R̄(t))`` with ``β² = beta2`` (0.3, the saliency
       convention), and ``max_f = max_t F_β(t)``.
     - ``miou``: ``max_t mean_i IoU_i(t)`` (how those codebases report saliency "mIoU").
@@ -165,9 +165,13 @@ class MaxFMeasure(Metric):
         beta2: float = 0.3,
         from_logits: bool = False,
         ignore_index: int = 255,
+        headline: str = "max_f",
     ) -> None:
         if len(thresholds) < 1 or beta2 <= 0:
             raise ConfigError("MaxFMeasure needs at least one threshold and beta2 > 0")
+        if headline not in type(self).names:
+            raise ConfigError(f"headline must be one of {type(self).names}, got {headline!r}")
+        self.names = (headline, *[n for n in type(self).names if n != headline])  # type: ignore[misc]
         self.thresholds = torch.tensor(list(thresholds), dtype=torch.float64)
         self.beta2 = beta2
         self.from_logits = from_logits
