@@ -94,7 +94,7 @@ def read_human_parts(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return target
 
 
-def _read_png(path: Path, mode: str | None = None) -> np.ndarray:
+def _read_image(path: Path, mode: str | None = None) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"missing file {path}; check the PASCAL-Context (PASCAL_MT) layout")
     try:
@@ -179,7 +179,7 @@ class PascalContextMT(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         i = self.ids[index]
         paths = self._paths(i)
-        image = _read_png(paths["image"], "RGB")
+        image = _read_image(paths["image"], "RGB")
         shape = image.shape[:2]
         out = {"pixel_values": torch.from_numpy(image).permute(2, 0, 1).float() / 255.0}
 
@@ -192,17 +192,17 @@ class PascalContextMT(Dataset):
 
         if "semseg" in self.tasks:
             out["semseg"] = torch.from_numpy(
-                check("semseg", _read_png(paths["semseg"])).astype(np.int64)
+                check("semseg", _read_image(paths["semseg"])).astype(np.int64)
             )
         if "parts" in self.tasks:
             out["parts"] = torch.from_numpy(
                 read_human_parts(paths["parts"], shape).astype(np.int64)
             )
         if "saliency" in self.tasks:
-            sal = check("saliency", _read_png(paths["saliency"], "L"))
+            sal = check("saliency", _read_image(paths["saliency"], "L"))
             out["saliency"] = torch.from_numpy((sal > 127.5).astype(np.int64))
         if "normals" in self.tasks:
-            raw = check("normals", _read_png(paths["normals"], "RGB")).astype(np.float32)
+            raw = check("normals", _read_image(paths["normals"], "RGB")).astype(np.float32)
             normals = 2.0 * raw / 255.0 - 1.0
             if self.normals_classes is not None:
                 labels = _loadmat(paths["context"]).get("LabelMap")
