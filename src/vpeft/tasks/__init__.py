@@ -2,13 +2,49 @@
 
 from .base import FeatureInfo, Metric, Task, register_task, task_from_json
 from .classification import ClassificationTask, TopKAccuracy
+from .decoders import AllMLPDecoder, SetrPupDecoder, StageNorms
+from .dense import (
+    PASCAL_MT_TASKS,
+    DenseHead,
+    NormalsTask,
+    SaliencyTask,
+    SegmentationTask,
+    delta_m,
+    pascal_mt_tasks,
+)
+from .metrics import (
+    BinaryMIoU,
+    ConfusionMIoU,
+    MaxFMeasure,
+    NormalsError,
+    RetrievalRecall,
+    VQAScore,
+    recall_at_k,
+)
 
 __all__ = [
+    "PASCAL_MT_TASKS",
+    "AllMLPDecoder",
+    "BinaryMIoU",
     "ClassificationTask",
+    "ConfusionMIoU",
+    "DenseHead",
     "FeatureInfo",
+    "MaxFMeasure",
     "Metric",
+    "NormalsError",
+    "NormalsTask",
+    "RetrievalRecall",
+    "SaliencyTask",
+    "SegmentationTask",
+    "SetrPupDecoder",
+    "StageNorms",
     "Task",
     "TopKAccuracy",
+    "VQAScore",
+    "delta_m",
+    "pascal_mt_tasks",
+    "recall_at_k",
     "register_task",
     "task_from_json",
 ]

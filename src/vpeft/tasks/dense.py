@@ -1,0 +1,224 @@
+"""Dense prediction tasks on multi-scale maps (spec/polyhistor.md): semantic / part
+segmentation, saliency and surface normals, the four PASCAL-Context tasks, and Δm.
+
+Every task's head is a `DenseHead`: per-task `StageNorms`, an `AllMLPDecoder`, and bilinear
+upsampling (``align_corners=False``) of the logits to the requested output size. Losses follow
+the task contract (sum over samples of the per-sample loss, number of samples); each per-sample
+loss is a mean over that sample's valid pixels (a sample without valid pixels contributes 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .base import FeatureInfo, Metric, Task, register_task
+from .decoders import AllMLPDecoder, StageNorms
+from .metrics import BinaryMIoU, ConfusionMIoU, MaxFMeasure, NormalsError
+
+
+class DenseHead(nn.Module):
+    """``head(maps, out_size) = Upsample_{out_size}(Decoder(StageNorms(maps)))`` → (B, K, H, W)."""
+
+    def __init__(
+        self, map_dims: Sequence[int], num_outputs: int, embed_dim: int = 256, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.norms = StageNorms(map_dims)
+        self.decoder = AllMLPDecoder(map_dims, num_outputs, embed_dim, dropout)
+
+    def forward(self, maps: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        logits = self.decoder(self.norms(maps))
+        if tuple(logits.shape[-2:]) != tuple(out_size):
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return logits
+
+
+def _masked_sample_means(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean of ``values`` (B, H, W) over ``valid`` pixels; 0 where none is valid."""
+    valid = valid.to(values.dtype)
+    return (values * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+
+
+@dataclass
+class _DenseTask(Task):
+    """Shared options of dense tasks: decoder width and dropout."""
+
+    embed_dim: int = 256
+    dropout: float = 0.0
+
+    features: ClassVar[str] = "maps"
+    num_outputs: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.embed_dim < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(
+                f"task {self.name}: embed_dim must be >= 1 and dropout in [0, 1), got "
+                f"{self.embed_dim} and {self.dropout}"
+            )
+
+    def _outputs(self) -> int:
+        return self.num_outputs
+
+    def build_head(self, info: FeatureInfo) -> nn.Module:
+        if not info.map_dims:
+            raise ConfigError(
+                f"task {self.name} needs multi-scale feature maps, but the backbone offers none "
+                "(FeatureInfo.map_dims is empty); use a hierarchical backbone with feature taps"
+            )
+        return DenseHead(info.map_dims, self._outputs(), self.embed_dim, self.dropout)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "embed_dim": self.embed_dim, "dropout": self.dropout}
+
+
+@register_task
+@dataclass
+class SegmentationTask(_DenseTask):
+    """Per-pixel ``num_classes``-way classification (semantic segmentation, human parts).
+
+    Loss per sample: ``(1/|V|) Σ_{p∈V} −log softmax(z_p)[y_p]`` over the valid pixels
+    ``V = {p : y_p ≠ ignore_index}``. Metric: `ConfusionMIoU` (mIoU %, pixel accuracy %)."""
+
+    num_classes: int = 0
+    ignore_index: int = 255
+
+    kind: ClassVar[str] = "segmentation"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_classes < 2:
+            raise ConfigError(f"task {self.name}: num_classes must be >= 2, got {self.num_classes}")
+
+    def _outputs(self) -> int:
+        return self.num_classes
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+        target = target.long()
+        ce = F.cross_entropy(
+            output.float(), target, ignore_index=self.ignore_index, reduction="none"
+        )
+        return _masked_sample_means(ce, target != self.ignore_index).sum(), len(target)
+
+    def metrics(self) -> list[Metric]:
+        return [ConfusionMIoU(self.num_classes, self.ignore_index)]
+
+    def options(self) -> dict[str, Any]:
+        return {
+            **super().options(),
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+        }
+
+
+@register_task
+@dataclass
+class SaliencyTask(_DenseTask):
+    """Binary saliency with one logit channel.
+
+    Loss: balanced binary cross-entropy as in the multi-task literature (ASTMT / MTI-Net),
+    computed per sample over its valid pixels V (target ≠ ``ignore_index``; target > 0.5 is
+    salient): with ``w = |V⁻| / |V|`` (the share of negatives),
+    ``L = −(1/|V|) Σ_p [w·y_p·log σ(z_p) + (1−w)·(1−y_p)·log(1−σ(z_p))]``.
+    Metrics: `MaxFMeasure` with the max-over-thresholds mean IoU as headline (the paper's
+    saliency "mIoU"), plus max-F (β² = 0.3); and `BinaryMIoU` at threshold 0.5."""
+
+    ignore_index: int = 255
+
+    kind: ClassVar[str] = "saliency"
+    num_outputs: ClassVar[int] = 1
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+        logits = output.float()[:, 0]
+        valid = target != self.ignore_index
+        y = ((target.float() > 0.5) & valid).float()
+        n_valid = valid.flatten(1).sum(1).clamp_min(1).float()
+        w = ((valid & (y == 0)).flatten(1).sum(1).float() / n_valid).view(-1, 1, 1)
+        pos = w * y * F.logsigmoid(logits)
+        neg = (1 - w) * (1 - y) * F.logsigmoid(-logits)
+        return _masked_sample_means(-(pos + neg), valid).sum(), len(target)
+
+    def metrics(self) -> list[Metric]:
+        return [
+            MaxFMeasure(from_logits=True, ignore_index=self.ignore_index, headline="miou"),
+            BinaryMIoU(0.5, from_logits=True, ignore_index=self.ignore_index),
+        ]
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "ignore_index": self.ignore_index}
+
+
+@register_task
+@dataclass
+class NormalsTask(_DenseTask):
+    """Surface normals, three output channels.
+
+    Loss per sample: ``(1/|V|) Σ_{p∈V} ‖n̂_p − t_p‖₁`` with ``n̂ = z/‖z‖`` the unit-normalised
+    prediction and V the pixels whose target has non-zero norm (invalid pixels hold zero
+    vectors). Metric: `NormalsError` (mean angular error ° headline, RMSE °, …)."""
+
+    kind: ClassVar[str] = "normals"
+    num_outputs: ClassVar[int] = 3
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+        target = target.float()
+        valid = target.norm(dim=1) > 0
+        l1 = (F.normalize(output.float(), dim=1) - target).abs().sum(1)
+        return _masked_sample_means(l1, valid).sum(), len(target)
+
+    def metrics(self) -> list[Metric]:
+        return [NormalsError()]
+
+
+#: Names of the PASCAL-Context multi-task benchmark's tasks, in the paper's column order.
+PASCAL_MT_TASKS: tuple[str, ...] = ("semseg", "parts", "saliency", "normals")
+
+
+def pascal_mt_tasks(embed_dim: int = 256, dropout: float = 0.0) -> list[Task]:
+    """The four PASCAL-Context tasks of the Polyhistor benchmark: semantic segmentation (21
+    classes), human parts (7), saliency and surface normals; each reads the batch field of its
+    own name (`vpeft.data.pascal_context` and `vpeft.data.dense_synthetic` provide them)."""
+    kw = {"embed_dim": embed_dim, "dropout": dropout}
+    return [
+        SegmentationTask("semseg", num_classes=21, target_field="semseg", **kw),
+        SegmentationTask("parts", num_classes=7, target_field="parts", **kw),
+        SaliencyTask("saliency", target_field="saliency", **kw),
+        NormalsTask("normals", target_field="normals", **kw),
+    ]
+
+
+def delta_m(
+    results: Mapping[str, float],
+    single_task_results: Mapping[str, float],
+    lower_is_better: Mapping[str, bool] | Sequence[str],
+) -> float:
+    """Multi-task gain Δm (%) over single-task baselines (Maninis et al., 2019; Polyhistor):
+    ``Δm = (100/T) Σ_t (−1)^{l_t} (M_t − M_single,t) / M_single,t`` with ``l_t = 1`` where lower
+    is better. ``lower_is_better``: a name → bool mapping, or the names where lower is better."""
+    if set(results) != set(single_task_results) or not results:
+        raise ConfigError(
+            f"delta_m needs the same, non-empty task names in both results, got "
+            f"{sorted(results)} and {sorted(single_task_results)}"
+        )
+    lower = (
+        {k for k, v in lower_is_better.items() if v}
+        if isinstance(lower_is_better, Mapping)
+        else set(lower_is_better)
+    )
+    if lower - set(results):
+        raise ConfigError(f"lower_is_better names unknown tasks: {sorted(lower - set(results))}")
+    total = 0.0
+    for name, value in results.items():
+        base = single_task_results[name]
+        if base == 0:
+            raise ConfigError(f"delta_m: single-task result of {name!r} is 0; Δm is undefined")
+        sign = -1.0 if name in lower else 1.0
+        total += sign * (value - base) / base
+    return 100.0 * total / len(results)
