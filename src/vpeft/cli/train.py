@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..methods import get_method
 from ..model import apply
 from ..train import TrainConfig, train
+from ..train.lock import output_lock
 from ..train.rng import seed_everything
 from .common import (
     BackboneOpt,
@@ -41,6 +42,7 @@ from .data_option import (
     num_classes_of,
     training_input,
 )
+from .outputs import check_out_dir
 
 _HELP = TrainConfig.field_help()
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -172,6 +174,27 @@ def train_command(
     if hflip is not None and not augment:
         raise ConfigError("--hflip/--no-hflip only applies with --augment")
     spec = DataSpec.parse(data)
+    check_out_dir(out)
+    with output_lock(out, int(os.environ.get("RANK", "0")) == 0):
+        summary = _run(
+            backbone, method, spec, data, out, options, weights, img_size, config, augment,
+            hflip, (train_split, val_split, test_split), resume,
+        )  # fmt: skip
+    if summary is None:
+        return
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(_table(summary, f"{method} on {backbone}, {data}"))
+
+
+def _run(
+    backbone: str, method: str, spec: DataSpec, data: str, out: Path, options: dict[str, str],
+    weights: Path | None, img_size: int | None, config: TrainConfig, augment: bool,
+    hflip: bool | None, split_names: tuple[str, str, str], resume: bool,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Build, train and save; the summary on rank 0 (None elsewhere)."""
+    train_split, val_split, test_split = split_names
     model = create_backbone_for_cli(backbone, weights, img_size)
     dcfg = backbone_data_config(model)
     mirror = flip_keeps_labels(spec) if hflip is None else hflip
@@ -201,12 +224,8 @@ def train_command(
         summary_extra=extra,
     )
     if int(os.environ.get("RANK", "0")) != 0:
-        return
-    summary = result.summary(config, extra)  # what train() wrote to summary.json
-    if json_out:
-        emit_json(summary)
-        return
-    console.print(_table(summary, f"{method} on {backbone}, {data}"))
+        return None
+    return result.summary(config, extra)  # what train() wrote to summary.json
 
 
 def _table(summary: dict[str, Any], title: str) -> Table:

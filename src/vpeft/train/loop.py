@@ -40,6 +40,7 @@ from .config import TRAJECTORY_FIELDS, TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
 from .evaluate import EvalResult, evaluate
 from .inputs import Data, Source, as_source, check_labels
+from .lock import output_lock
 from .optim import build_optimizer, param_groups
 from .records import METRICS_NAME, SUMMARY_NAME, append_metrics, rewrite_metrics, write_summary
 from .rng import seed_everything
@@ -162,8 +163,9 @@ def train(
     config = config or TrainConfig()
     info = distributed.setup(config.device)
     try:
-        run = _Run(pm, train_data, val_data, test_data, config, info, summary_extra)
-        return run.run(resume, on_epoch_end)
+        with output_lock(config.out_dir, info.is_main):  # hardening: one job per output folder
+            run = _Run(pm, train_data, val_data, test_data, config, info, summary_extra)
+            return run.run(resume, on_epoch_end)
     finally:
         distributed.teardown(info)
 
