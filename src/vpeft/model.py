@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, adapter_info
 from .backbones import BackboneSpec, describe
 from .errors import AdapterFileError, ConfigError, VpeftError
 from .io import fingerprint, frozen_state, load_matching, read_safetensors, write_safetensors
@@ -120,7 +120,7 @@ class PeftModel(nn.Module):
         for i, method in enumerate(self.methods):
             for key, t in method.config.to_tensors().items():
                 tensors[f"__config__.{i}.{key}"] = t
-        write_safetensors(path, tensors, self.metadata())
+        write_safetensors(path, tensors, self.metadata(), adapter_info.extras(self))
 
     # -- merge ----------------------------------------------------------------------------
     def merge(self, inplace: bool = False) -> nn.Module:
@@ -279,6 +279,7 @@ def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> 
         pm = apply(pm, entry["name"], num_classes=meta["num_classes"], **options)
     assert isinstance(pm, PeftModel)
     pm.frozen_fingerprint = meta["fingerprint"]
+    adapter_info.restore(pm, meta)  # class names, preprocessing (hardening)
     trained = {k: v for k, v in tensors.items() if not k.startswith("__config__.")}
     load_matching(path, pm.trainable_parameters(), trained)
     return pm

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..atomic import atomic_path, temporary_prefix
 from ..errors import VpeftError
-from ..io import FileKind, load_matching, read_safetensors
+from ..io import CHECKSUM_KEY, FileKind, load_matching, read_safetensors, tensor_checksum
 from ..jsonsafe import dumps_strict
 from . import rng
 
@@ -126,6 +126,7 @@ def save_checkpoint(
 
 def atomic_save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     """`save_file` to a temporary sibling, fsync, then rename over `path`."""
+    meta = {**meta, CHECKSUM_KEY: dumps_strict(tensor_checksum(tensors))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
