@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 from torch import nn
 
+from .. import adapter_info
 from ..errors import ConfigError
 from ..methods import get_method
 from ..model import apply
@@ -34,12 +35,15 @@ from .common import (
     parse_opts,
 )
 from .data_option import (
+    AUTO_SPLIT,
     DataOpt,
     DataSpec,
     backbone_data_config,
+    class_names_of,
     flip_keeps_labels,
     load_split,
     num_classes_of,
+    resolve_split,
     training_input,
 )
 from .outputs import check_out_dir
@@ -59,7 +63,13 @@ ImgSizeOpt = Annotated[
     int | None,
     typer.Option("--img-size", min=1, help="input side for the backbone (default: its native)."),
 ]
-SplitOpt = Annotated[str, typer.Option(help="split name; 'none' skips it.")]
+SplitOpt = Annotated[
+    str,
+    typer.Option(
+        help="split name; 'none' skips it; 'auto': train/val/test for folder: data with a train/ "
+        "folder, else VTAB-1k's train800/val200/test."
+    ),
+]
 TrainOptOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -102,10 +112,6 @@ def train_config_from_cli(given: dict[str, Any], extra: list[str] | None) -> Tra
     return TrainConfig.from_options(options)
 
 
-def _split(name: str) -> str | None:
-    return None if name.lower() == "none" else name
-
-
 @handles_errors
 def train_command(
     backbone: BackboneOpt,
@@ -127,9 +133,9 @@ def train_command(
     amp: AmpOpt = None,
     num_workers: WorkersOpt = None,
     train_opt: TrainOptOpt = None,
-    train_split: SplitOpt = "train800",
-    val_split: SplitOpt = "val200",
-    test_split: SplitOpt = "test",
+    train_split: SplitOpt = AUTO_SPLIT,
+    val_split: SplitOpt = AUTO_SPLIT,
+    test_split: SplitOpt = AUTO_SPLIT,
     resume: Annotated[
         bool, typer.Option(help="continue from <out>/checkpoint.safetensors.")
     ] = False,
@@ -198,22 +204,31 @@ def _run(
     model = create_backbone_for_cli(backbone, weights, img_size)
     dcfg = backbone_data_config(model)
     mirror = flip_keeps_labels(spec) if hflip is None else hflip
-    splits = {"train": train_split, "val": _split(val_split), "test": _split(test_split)}
+    named = {"train": train_split, "val": val_split, "test": test_split}
+    splits = {k: resolve_split(spec, k, v) for k, v in named.items()}
+    if splits["train"] is None:
+        raise ConfigError("--train-split cannot be 'none'")
     augmented = {"train"} if augment else set()
-    datasets = {
-        k: load_split(spec, s, dcfg.transform(augment=k in augmented, hflip=mirror))
-        for k, s in splits.items()
-        if s is not None
-    }
+    datasets: dict[str, Any] = {}
+    classes: list[str] | None = None
+    for k, s in splits.items():  # train first: the other splits are mapped onto its classes
+        if s is not None:
+            transform = dcfg.transform(augment=k in augmented, hflip=mirror)
+            datasets[k] = load_split(spec, s, transform, classes)
+            classes = classes or class_names_of(datasets[k])
     seed_everything(config.seed)  # the method's initial values
     pm = apply(model, method, num_classes=num_classes_of(datasets["train"], spec), **options)
+    preprocessing = {"input_size": list(dcfg.input_size), "mean": list(dcfg.mean),
+                     "std": list(dcfg.std), "interpolation": dcfg.interpolation}  # fmt: skip
+    adapter_info.attach(pm, classes, preprocessing, backbone)
     # an augmented split stays a dataset (transformed per item: new crops every epoch)
     inputs = {
         k: ds if k in augmented else training_input(ds, dcfg.input_size)
         for k, ds in datasets.items()
     }
     augmentation = {"augment": augment, "hflip": augment and mirror}
-    extra = {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation}
+    extra = {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation,
+             "classes": classes, "preprocessing": preprocessing}  # fmt: skip
     result = train(
         pm,
         inputs["train"],

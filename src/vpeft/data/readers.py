@@ -319,8 +319,15 @@ def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
 
 
 class ImageFolderDataset(ImageListDataset):
-    """``<root>/<split>/<class_name>/<image>``; classes (sorted) come from ``<root>/train`` when it
-    exists so that every split uses the same label indices."""
+    """``<root>/<split>/<class_name>/<image>``.
+
+    Label indices come from ``classes`` when given — the training split's class names, or an
+    adapter's, so every split uses the same indices: a split may lack some classes, but a class
+    folder unknown to ``classes`` is an error. Without ``classes`` they are the class folders of
+    ``<root>/train`` when it exists, else of this split, in plain string order (``"10"`` before
+    ``"9"``; no natural sort — the names are recorded in ``summary.json`` and adapter files, so
+    nobody has to guess the order); then an empty class folder is an error.
+    """
 
     def __init__(
         self,
@@ -328,26 +335,36 @@ class ImageFolderDataset(ImageListDataset):
         split: str,
         transform: Transform | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        classes: Sequence[str] | None = None,
     ) -> None:
         root = Path(root).expanduser()
         _check_dir(root, "image folder root", FOLDER_LAYOUT)
         split_dir = root / split
         _check_dir(split_dir, f"split folder for {split!r}", FOLDER_LAYOUT)
-        reference = root / "train" if (root / "train").is_dir() else split_dir
-        classes = _class_folders(reference)
-        if not classes:
-            raise DatasetError(f"{reference} has no class folders; {FOLDER_LAYOUT}")
-        unknown = sorted(set(_class_folders(split_dir)) - set(classes))
+        if classes is not None:
+            reference, names = "the training classes", [str(c) for c in classes]
+        else:
+            ref_dir = root / "train" if (root / "train").is_dir() else split_dir
+            reference, names = str(ref_dir), _class_folders(ref_dir)
+            if not names:
+                raise DatasetError(f"{ref_dir} has no class folders; {FOLDER_LAYOUT}")
+            empty = [n for n in names if not _image_files(ref_dir / n, extensions)]
+            if empty:
+                raise DatasetError(
+                    f"class folder(s) {', '.join(empty)} of {ref_dir} hold no images; add images "
+                    f"or remove the folder(s); {FOLDER_LAYOUT}"
+                )
+        unknown = sorted(set(_class_folders(split_dir)) - set(names))
         if unknown:
             raise DatasetError(
-                f"{split_dir} has class folders that {reference} lacks: {', '.join(unknown)}; "
-                f"{FOLDER_LAYOUT}"
+                f"{split_dir} has class folder(s) {', '.join(unknown)} unknown to {reference} "
+                f"({', '.join(names)}); a split may lack classes but not add new ones"
             )
         samples = [
             (path, index)
-            for index, name in enumerate(classes)
+            for index, name in enumerate(names)
             if (split_dir / name).is_dir()
             for path in _image_files(split_dir / name, extensions)
         ]
         _check_not_empty(samples, str(split_dir), FOLDER_LAYOUT)
-        super().__init__(samples, len(classes), classes, transform, f"{root.name}/{split}")
+        super().__init__(samples, len(names), names, transform, f"{root.name}/{split}")
