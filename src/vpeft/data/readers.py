@@ -56,14 +56,51 @@ FOLDER_LAYOUT = (
 _MISSING_SHOWN = 3  # missing files quoted in an error message
 
 
+#: PIL modes of single-channel images deeper than 8 bits (PIL's RGB conversion saturates them).
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _deep_to_unit(img: Image.Image) -> np.ndarray:
+    """A 16-bit / 32-bit integer or float single-channel image as float32 in ``[0, 1]``.
+
+    Integer images are divided by the largest value of their bit depth (65535 for 16-bit; for
+    32-bit ``I`` images, by 65535 when every value fits 16 bits, else by 2**32 - 1), so
+    intensities stay comparable across images. Float images already in ``[0, 1]`` are kept;
+    others are rescaled by their own min..max (a constant image becomes 0).
+    """
+    array = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        lo, hi = float(array.min()), float(array.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise DatasetError("float image holds NaN or infinite values")
+        if lo < 0.0 or hi > 1.0:
+            array = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+    elif img.mode == "I":
+        array = array / (65535.0 if array.max() <= 65535 and array.min() >= 0 else 2**32 - 1)
+        array = np.clip(array, 0.0, 1.0)
+    else:
+        array = array / 65535.0
+    return array.astype(np.float32)
+
+
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image file as an RGB float32 tensor ``(3, H, W)`` in ``[0, 1]``."""
+    """Read an image file as an RGB float32 tensor ``(3, H, W)`` in ``[0, 1]``.
+
+    8-bit images are divided by 255; deeper single-channel images (16-bit PNG / TIFF, 32-bit
+    integer or float TIFF) are rescaled by their range (see `_deep_to_unit`) and repeated over
+    the three channels, instead of being saturated to white by an RGB conversion.
+    """
     try:
         with Image.open(path) as img:
+            if img.mode in _DEEP_MODES:
+                grey = torch.from_numpy(_deep_to_unit(img))
+                return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except DatasetError as exc:
+        raise DatasetError(f"cannot read image file {path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DatasetError(f"cannot read image file {path}: {exc}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -130,9 +167,9 @@ class ImageListDataset(Dataset):
         h, w = (size, size) if isinstance(size, int) else size
         images = np.empty((len(self), h, w, 3), dtype=np.uint8)
         for i, (path, _) in enumerate(self.samples):
-            with Image.open(path) as img:
-                rgb = img.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
-            images[i] = np.asarray(rgb, dtype=np.uint8)
+            unit = load_image(path).permute(1, 2, 0).mul(255.0).round().clamp(0, 255)
+            rgb = Image.fromarray(unit.to(torch.uint8).numpy(), "RGB")
+            images[i] = np.asarray(rgb.resize((w, h), Image.Resampling.BICUBIC), dtype=np.uint8)
         labels = np.asarray(self.targets, dtype=np.int64)
         return ArrayImageDataset(
             images, labels, self.num_classes, self.transform, self.classes, self.name
