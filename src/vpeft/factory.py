@@ -76,7 +76,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
     error; extra keys other than the classifier's are reported as a warning.
     """
     try:
-        state = timm.models.load_state_dict(str(path))
+        state = timm.models.load_state_dict(str(path), weights_only=True)  # never unpickle
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         if filter_fn is not None:
             state = filter_fn(state, model)
