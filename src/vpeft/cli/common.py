@@ -57,6 +57,14 @@ WeightsOpt = Annotated[
     Path | None,
     typer.Option("--weights", help="local pretrained weights for the backbone (no download)."),
 ]
+RandomInitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--random-init",
+        help="build the backbone with seeded random weights (e.g. vit-tiny-synth without its "
+        "pretraining: the control for 'does pretraining help?').",
+    ),
+]
 NumClassesOpt = Annotated[
     int, typer.Option("--num-classes", min=1, help="classes of the new task head.")
 ]
@@ -109,11 +117,11 @@ def parse_opts(pairs: list[str] | None) -> dict[str, str]:
 
 
 def build_backbone(
-    name: str, weights: Path | None = None, img_size: int | None = None
+    name: str, weights: Path | None = None, img_size: int | None = None, random_init: bool = False
 ) -> nn.Module:
     """A headless backbone by name (bundled, or timm with seeded random / local weights);
     see `vpeft.factory.create_backbone`."""
-    return create_backbone(name, weights, img_size)
+    return create_backbone(name, weights, img_size, random_init=random_init)
 
 
 def build_model(

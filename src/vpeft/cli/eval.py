@@ -12,7 +12,15 @@ from ..errors import AdapterFileError, ConfigError
 from ..model import load
 from ..train.device import autocast_dtype, resolve_device
 from ..train.evaluate import evaluate
-from .common import BackboneOpt, JsonOpt, WeightsOpt, console, emit_json, handles_errors
+from .common import (
+    BackboneOpt,
+    JsonOpt,
+    RandomInitOpt,
+    WeightsOpt,
+    console,
+    emit_json,
+    handles_errors,
+)
 from .data_option import (
     DataOpt,
     DataSpec,
@@ -34,6 +42,7 @@ def eval_command(
     adapter: AdapterOpt,
     data: DataOpt,
     weights: WeightsOpt = None,
+    random_init: RandomInitOpt = False,
     img_size: ImgSizeOpt = None,
     split: Annotated[str, typer.Option(help="split to evaluate.")] = "test",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="images per batch.")] = 256,
@@ -46,7 +55,7 @@ def eval_command(
     """Evaluate ADAPTER (on the same pretrained BACKBONE it was trained on) on --data's split."""
     spec = DataSpec.parse(data)
     info = read_info(adapter)
-    model = create_backbone_for_cli(backbone, weights, img_size)
+    model = create_backbone_for_cli(backbone, weights, img_size, random_init)
     check_input_size(adapter, info, backbone_data_config(model).input_size)
     pm = load_for_cli(adapter, model, info)
     dcfg = backbone_data_config(pm.model)

@@ -27,6 +27,7 @@ from .common import (
     JsonOpt,
     MethodOpt,
     OptsOpt,
+    RandomInitOpt,
     WeightsOpt,
     build_backbone,
     console,
@@ -97,9 +98,11 @@ AmpOpt = _opt("amp", "--amp", str)
 WorkersOpt = _opt("num_workers", "--num-workers", int)
 
 
-def create_backbone_for_cli(name: str, weights: Path | None, img_size: int | None) -> nn.Module:
+def create_backbone_for_cli(
+    name: str, weights: Path | None, img_size: int | None, random_init: bool = False
+) -> nn.Module:
     """The backbone for train/eval/sensitivity (seeded, so `eval` rebuilds what `train` used)."""
-    return build_backbone(name, weights, img_size)
+    return build_backbone(name, weights, img_size, random_init)
 
 
 def train_config_from_cli(given: dict[str, Any], extra: list[str] | None) -> TrainConfig:
@@ -120,6 +123,7 @@ def train_command(
     out: OutOpt,
     opt: OptsOpt = None,
     weights: WeightsOpt = None,
+    random_init: RandomInitOpt = False,
     img_size: ImgSizeOpt = None,
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
@@ -183,8 +187,9 @@ def train_command(
     check_out_dir(out)
     with output_lock(out, int(os.environ.get("RANK", "0")) == 0):
         summary = _run(
-            backbone, method, spec, data, out, options, weights, img_size, config, augment,
-            hflip, (train_split, val_split, test_split), resume,
+            backbone + ("+random-init" if random_init else ""),  # also the name recorded
+            method, spec, data, out, options, weights, img_size, config, augment, hflip,
+            (train_split, val_split, test_split), resume,
         )  # fmt: skip
     if summary is None:
         return
@@ -201,7 +206,8 @@ def _run(
 ) -> dict[str, Any] | None:  # fmt: skip
     """Build, train and save; the summary on rank 0 (None elsewhere)."""
     train_split, val_split, test_split = split_names
-    model = create_backbone_for_cli(backbone, weights, img_size)
+    name, _, random = backbone.partition("+")
+    model = create_backbone_for_cli(name, weights, img_size, random == "random-init")
     dcfg = backbone_data_config(model)
     mirror = flip_keeps_labels(spec) if hflip is None else hflip
     named = {"train": train_split, "val": val_split, "test": test_split}
