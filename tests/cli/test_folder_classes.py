@@ -54,6 +54,11 @@ def test_test_split_lacking_a_class_keeps_the_training_labels(tmp_path: Path) ->
                             str(tmp_path / "o" / "adapter.safetensors"), "--data",
                             f"folder:{data}", "--device", "cpu", "--json"])  # fmt: skip
     assert code == 0 and record["top1"] == 100.0
+    code, record = _invoke(["eval", "-b", "vit-tiny-synth", "--img-size", "48", "--adapter",
+                            str(tmp_path / "o" / "adapter.safetensors"), "--data",
+                            f"folder:{data}", "--device", "cpu", "--json"])  # fmt: skip
+    assert code == 2 and "--img-size 32" in record["error"]["message"]
+    assert "strict_fingerprint" not in record["error"]["message"]
 
 
 def test_folder_root_with_train_val_test_works_by_default_and_eval_refuses_new_classes(
