@@ -32,3 +32,12 @@ class DatasetError(VpeftError):
 
 class BudgetError(VpeftError, ValueError):
     """A parameter budget that cannot be met."""
+
+
+class OutputError(VpeftError):
+    """An output path that cannot be used: a file where a folder is needed (or the reverse), an
+    unwritable location, or a folder locked by another running job."""
+
+
+class TrainingDivergedError(VpeftError):
+    """A training run whose loss became NaN or infinite."""

@@ -26,6 +26,7 @@ def create_backbone(
     weights: str | Path | None = None,
     img_size: int | None = None,
     seed: int = DEFAULT_SEED,
+    random_init: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """A headless backbone: a bundled vpeft model (e.g. ``vit-tiny-synth``, pretrained) or the
@@ -33,14 +34,27 @@ def create_backbone(
 
     `img_size` is passed to models whose constructor takes it (ViT, Swin); fully convolutional
     ones (ConvNeXt) are built without it and accept any size.
+
+    `random_init=True` builds a bundled backbone's architecture with seeded random weights (the
+    control for "does pretraining help?"); `weights` with a bundled name loads that file into
+    the bundled architecture.
     """
     from .zoo import BUNDLED
 
     sized = {} if img_size is None else {"img_size": img_size}
-    if name in BUNDLED and weights is None:
-        return BUNDLED[name].create(pretrained=True, **sized, **kwargs)
+    if random_init and weights is not None:
+        raise ConfigError("give either --weights FILE or --random-init, not both")
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(f"weights: no such file {weights}")
+    if name in BUNDLED:
+        if weights is None and not random_init:
+            return BUNDLED[name].create(pretrained=True, **sized, **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = BUNDLED[name].create(pretrained=False, **sized, **kwargs)
+        if weights is not None:
+            load_backbone_weights(model, Path(weights))
+        return model
     if not timm.is_model(name):
         raise UnsupportedBackboneError(
             f"unknown backbone {name!r}: neither a bundled vpeft backbone "
@@ -76,7 +90,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
     error; extra keys other than the classifier's are reported as a warning.
     """
     try:
-        state = timm.models.load_state_dict(str(path))
+        state = timm.models.load_state_dict(str(path), weights_only=True)  # never unpickle
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         if filter_fn is not None:
             state = filter_fn(state, model)

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
-from .atomic import atomic_path
+from .atomic import atomic_write_bytes
 from .errors import AdapterFileError, VpeftError
+from .jsonsafe import dumps_strict
 
 FORMAT = "vpeft"
 
@@ -70,14 +72,58 @@ def fingerprint(named_tensors: dict[str, torch.Tensor], samples: int = 1024) -> 
     return digest.hexdigest()[:32]
 
 
+#: Metadata key holding `tensor_checksum` of a file's tensors (checked by `read_safetensors`).
+CHECKSUM_KEY = "tensor_sha256"
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and raw bytes, in name order.
+
+    Stored in each file vpeft writes, so that bytes flipped inside the tensor data (which
+    safetensors itself does not detect) are caught on load.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def write_safetensors(
-    path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write tensors + JSON metadata atomically (temp file in the same folder, then rename)."""
-    metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
+    """Write tensors + JSON metadata atomically (temp file in the same folder, then rename).
+
+    `extra` entries (e.g. class names, preprocessing; see `vpeft.adapter_info`) are stored like
+    `meta`. Top-level keys are written sorted, so identical content
+    gives byte-identical files; a checksum of the tensor bytes is added under `CHECKSUM_KEY`.
+    """
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+    merged = {**meta, **(extra or {}), CHECKSUM_KEY: tensor_checksum(contiguous)}
+    metadata = {"format": FORMAT}
+    metadata.update({k: dumps_strict(merged[k]) for k in sorted(merged)})
+    atomic_write_bytes(path, canonical_header(save(contiguous, metadata=metadata)))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """`data` (a serialised safetensors file) with its JSON header in one canonical order:
+    metadata keys sorted, tensors by data offset (safetensors' writer orders the metadata map
+    arbitrarily, so identical content would otherwise give different bytes)."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    ordered: dict[str, Any] = {}
+    if "__metadata__" in header:
+        meta = header.pop("__metadata__")
+        ordered["__metadata__"] = {k: meta[k] for k in sorted(meta)}
+    for name in sorted(header, key=lambda n: (header[n]["data_offsets"][0], n)):
+        ordered[name] = header[name]
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the writer's own alignment padding
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]
 
 
 def read_safetensors(
@@ -99,6 +145,14 @@ def read_safetensors(
         meta = {k: json.loads(v) for k, v in raw_meta.items() if k != "format"}
     except json.JSONDecodeError as err:
         raise kind.fail(kind.corrupted, path=path, err=err) from None
+    saved_sum = meta.pop(CHECKSUM_KEY, None)
+    if saved_sum is not None and saved_sum != tensor_checksum(tensors):
+        raise kind.fail(
+            kind.corrupted,
+            path=path,
+            err="the checksum of its tensor data does not match: the file was altered or damaged "
+            "after it was written; restore it from a backup or re-create it",
+        )
     return tensors, meta
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, adapter_info
 from .backbones import BackboneSpec, describe
 from .backbones.calls import (
     Inputs,
@@ -281,7 +281,7 @@ class PeftModel(nn.Module):
         for i, method in enumerate(self.methods):
             for key, t in method.config.to_tensors().items():
                 tensors[f"__config__.{i}.{key}"] = t
-        write_safetensors(path, tensors, self.metadata())
+        write_safetensors(path, tensors, self.metadata(), adapter_info.extras(self))
 
     # -- merge ----------------------------------------------------------------------------
     def merge(self, inplace: bool = False, task: str | None = None) -> nn.Module:
@@ -555,6 +555,7 @@ def load(
         pm = apply(pm, entry["name"], shared=entry.get("shared", True), **kwargs, **options)
     assert isinstance(pm, PeftModel)
     pm.frozen_fingerprint = meta["fingerprint"]
+    adapter_info.restore(pm, meta)  # class names, preprocessing
     special = ("__config__.", "__buffer__.")
     trained = {k: v for k, v in tensors.items() if not k.startswith(special)}
     load_matching(path, pm.trainable_parameters(), trained)

@@ -156,7 +156,10 @@ def test_errors_are_one_red_line_and_exit_code_2(args: list[str], message: str) 
     for extra in ([], ["--json"]):
         result = runner.invoke(app, [*args, *extra])
         assert result.exit_code == 2
-        assert result.stdout == ""
+        if extra:  # --json: the one stdout line is the error object (issue 14)
+            assert message in json.loads(result.stdout)["error"]["message"]
+        else:
+            assert result.stdout == ""
         assert result.exception is None or isinstance(result.exception, SystemExit)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ")

@@ -4,7 +4,6 @@ plot, each written atomically (`vpeft.atomic`)."""
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from statistics import fmean
 from typing import Any
 
 from ..atomic import atomic_write_bytes
+from ..jsonsafe import dumps_strict
 from .demo import DemoRow
 
 JSON_NAME = "results.json"
@@ -183,5 +183,5 @@ def write_outputs(
     atomic_write_bytes(paths["markdown"], markdown(rows, meta).encode())
     record = results_json(rows, meta)
     record["files"] = {k: str(v) for k, v in paths.items()}
-    atomic_write_bytes(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(paths["json"], (dumps_strict(record, indent=2) + "\n").encode())
     return paths

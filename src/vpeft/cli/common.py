@@ -14,7 +14,6 @@ A command module uses these so that all commands behave alike:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -25,6 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError, VpeftError
 from ..factory import create_backbone
+from ..jsonsafe import dumps_strict
 from ..methods import get_method
 from ..model import PeftModel, apply
 
@@ -57,6 +57,14 @@ WeightsOpt = Annotated[
     Path | None,
     typer.Option("--weights", help="local pretrained weights for the backbone (no download)."),
 ]
+RandomInitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--random-init",
+        help="build the backbone with seeded random weights (e.g. vit-tiny-synth without its "
+        "pretraining: the control for 'does pretraining help?').",
+    ),
+]
 NumClassesOpt = Annotated[
     int, typer.Option("--num-classes", min=1, help="classes of the new task head.")
 ]
@@ -69,22 +77,26 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def fail(message: str) -> NoReturn:
-    """Print `error: message` on one red stderr line and exit with code 2."""
+def fail(message: str, json_out: bool = False, kind: str = "VpeftError") -> NoReturn:
+    """Print `error: message` on one red stderr line and exit with code 2; with `json_out` also
+    print ``{"error": {"type": kind, "message": message}}`` as the one JSON object on stdout."""
     one_line = " ".join(str(message).split())
+    if json_out:
+        emit_json({"error": {"type": kind, "message": one_line}})
     typer.secho(f"error: {one_line}", fg=typer.colors.RED, err=True)
     raise typer.Exit(ERROR_EXIT_CODE)
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Decorate a command so that a `VpeftError` ends it with `fail` instead of a traceback."""
+    """Decorate a command so that a `VpeftError` ends it with `fail` instead of a traceback
+    (as a JSON error object when the command was called with ``--json``)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except VpeftError as err:
-            fail(str(err))
+            fail(str(err), bool(kwargs.get("json_out")), type(err).__name__)
 
     return wrapper
 
@@ -105,11 +117,11 @@ def parse_opts(pairs: list[str] | None) -> dict[str, str]:
 
 
 def build_backbone(
-    name: str, weights: Path | None = None, img_size: int | None = None
+    name: str, weights: Path | None = None, img_size: int | None = None, random_init: bool = False
 ) -> nn.Module:
     """A headless backbone by name (bundled, or timm with seeded random / local weights);
     see `vpeft.factory.create_backbone`."""
-    return create_backbone(name, weights, img_size)
+    return create_backbone(name, weights, img_size, random_init=random_init)
 
 
 def build_model(
@@ -128,5 +140,5 @@ def build_model(
 
 
 def emit_json(obj: dict[str, Any]) -> None:
-    """Print `obj` as one JSON object on one stdout line."""
-    typer.echo(json.dumps(obj))
+    """Print `obj` as one JSON object on one stdout line (NaN / ±Infinity become null)."""
+    typer.echo(dumps_strict(obj))

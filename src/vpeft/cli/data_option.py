@@ -66,14 +66,58 @@ def backbone_data_config(model: Any) -> DataConfig:
     return dcfg
 
 
-def load_split(spec: DataSpec, split: str, transform: Any) -> Any:
-    """One split of the dataset, with `transform` applied to its images."""
+#: ``--train-split`` / ``--val-split`` / ``--test-split`` value that picks the names by layout.
+AUTO_SPLIT = "auto"
+_VTAB_NAMES = {"train": "train800", "val": "val200", "test": "test"}
+
+
+def resolve_split(spec: DataSpec, role: str, given: str) -> str | None:
+    """The split name for `role` (train / val / test); ``none`` skips it, ``auto`` picks:
+    for ``folder:`` data whose root has a ``train/`` folder, ``train`` / ``val`` / ``test``
+    (a missing ``val/`` is skipped); otherwise VTAB-1k's ``train800`` / ``val200`` / ``test``."""
+    if given.lower() == "none":
+        return None
+    if given != AUTO_SPLIT:
+        return given
+    root = Path(spec.root)
+    if spec.kind == "folder" and (root / "train").is_dir() and not (root / "train800").is_dir():
+        if role == "val" and not (root / "val").is_dir():
+            return None
+        return role
+    return _VTAB_NAMES[role]
+
+
+def load_split(spec: DataSpec, split: str, transform: Any, classes: list[str] | None = None) -> Any:
+    """One split of the dataset, with `transform` applied to its images. For ``folder:`` data,
+    `classes` (the training split's or an adapter's names) fixes the label indices."""
     from .. import data
 
     build = getattr(data, "build_dataset", None)
     if build is None:
         raise DatasetError("this vpeft installation has no dataset readers (vpeft.data)")
-    return build(spec.kind, spec.root, split, transform=transform)
+    extra = {"classes": classes} if classes is not None and spec.kind == "folder" else {}
+    return build(spec.kind, spec.root, split, transform=transform, **extra)
+
+
+def class_names_of(dataset: Any) -> list[str] | None:
+    """The dataset's class names in label order (None when it has none)."""
+    names = getattr(dataset, "classes", None)
+    return [str(c) for c in names] if names else None
+
+
+def check_classes_match(dataset: Any, trained: list[str] | None, what: str) -> None:
+    """Raise `DatasetError` when `dataset` has classes the adapter (`trained`) does not know."""
+    if trained is None:
+        return
+    count = int(getattr(dataset, "num_classes", 0) or 0)
+    names = class_names_of(dataset) or []
+    unknown = [n for n in names if n not in trained] if names else []
+    if unknown or count > len(trained):
+        shown = ", ".join(unknown[:5]) or f"{count} classes"
+        raise DatasetError(
+            f"{what} has classes the adapter was not trained on ({shown}); the adapter's classes: "
+            f"{', '.join(trained[:20])}"
+        )
 
 
 def training_input(dataset: Any, input_size: tuple[int, int]) -> Data:

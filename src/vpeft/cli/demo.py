@@ -16,6 +16,7 @@ from ..bench.demo import DEFAULT_METHODS, DEFAULT_TASKS, DemoRow, run_demo
 from ..bench.report import JSON_NAME, MARKDOWN_NAME, PLOT_NAME, method_means
 from ..data.synthetic import TARGET_TASKS
 from .common import JsonOpt, console, emit_json, handles_errors
+from .outputs import check_out_dir
 
 DEFAULT_OUT = Path("vpeft-demo")
 TABLE_WIDTH = 132  # the full table without truncated cells, also when stdout is not a terminal
@@ -82,6 +83,7 @@ def demo(
     parameters, training FLOPs, wall time) and writes results.json, results.md and
     accuracy_vs_params.png into --out.
     """
+    check_out_dir(out)  # before the runs, not when the results are written
     task_list = _names(tasks, DEFAULT_TASKS)
     method_list = _names(methods, DEFAULT_METHODS)
     command = _command(out, tasks and task_list, methods and method_list, epochs=epochs,

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ..adapter_info import read_info
+from ..errors import AdapterFileError, ConfigError
 from ..model import load
 from ..train.device import autocast_dtype, resolve_device
 from ..train.evaluate import evaluate
-from .common import BackboneOpt, JsonOpt, WeightsOpt, console, emit_json, handles_errors
-from .data_option import DataOpt, DataSpec, backbone_data_config, load_split, training_input
+from .common import (
+    BackboneOpt,
+    JsonOpt,
+    RandomInitOpt,
+    WeightsOpt,
+    console,
+    emit_json,
+    handles_errors,
+)
+from .data_option import (
+    DataOpt,
+    DataSpec,
+    backbone_data_config,
+    check_classes_match,
+    load_split,
+    training_input,
+)
 from .train import ImgSizeOpt, create_backbone_for_cli
 
 AdapterOpt = Annotated[
@@ -25,6 +42,7 @@ def eval_command(
     adapter: AdapterOpt,
     data: DataOpt,
     weights: WeightsOpt = None,
+    random_init: RandomInitOpt = False,
     img_size: ImgSizeOpt = None,
     split: Annotated[str, typer.Option(help="split to evaluate.")] = "test",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="images per batch.")] = 256,
@@ -36,10 +54,14 @@ def eval_command(
 ) -> None:
     """Evaluate ADAPTER (on the same pretrained BACKBONE it was trained on) on --data's split."""
     spec = DataSpec.parse(data)
-    model = create_backbone_for_cli(backbone, weights, img_size)
-    pm = load(adapter, base=model)
+    info = read_info(adapter)
+    model = create_backbone_for_cli(backbone, weights, img_size, random_init)
+    check_input_size(adapter, info, backbone_data_config(model).input_size)
+    pm = load_for_cli(adapter, model, info)
     dcfg = backbone_data_config(pm.model)
-    dataset = load_split(spec, split, dcfg.transform())
+    trained = info.get("classes")
+    dataset = load_split(spec, split, dcfg.transform(), trained)
+    check_classes_match(dataset, trained, f"--data {data} [{split}]")
     target = resolve_device(device)
     pm.to(target)
     dtype = autocast_dtype(amp, target)
@@ -53,6 +75,31 @@ def eval_command(
         f"{adapter} on {data} [{split}]: top-1 {res.top1:.2f}% ({res.correct}/{res.count}), "
         f"loss {res.loss:.4f}"
     )
+
+
+def check_input_size(adapter: Path, info: dict[str, Any], size: tuple[int, int]) -> None:
+    """`ConfigError` when the adapter records another input size than the built backbone's."""
+    trained = (info.get("preprocessing") or {}).get("input_size")
+    if trained and tuple(trained) != tuple(size):
+        raise ConfigError(
+            f"{adapter} was trained at input size {trained[0]}x{trained[1]}, the backbone is "
+            f"built for {size[0]}x{size[1]}; pass --img-size {trained[0]} (as at training)"
+        )
+
+
+def load_for_cli(adapter: Path, model: Any, info: dict[str, Any]) -> Any:
+    """`vpeft.load`, with a fingerprint mismatch worded in terms of CLI flags."""
+    try:
+        return load(adapter, base=model)
+    except AdapterFileError as err:
+        if "strict_fingerprint" not in str(err):
+            raise
+        name = info.get("backbone_name")
+        trained = f" (trained with --backbone {name})" if name else ""
+        raise AdapterFileError(
+            f"{adapter} was trained on a backbone with other frozen weights{trained}; pass the "
+            "same --backbone, --weights and --img-size as at training"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

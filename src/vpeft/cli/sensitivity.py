@@ -22,6 +22,7 @@ from ..methods.spt.sensitivity import Sensitivity, compute_sensitivity, sensitiv
 from ..train.device import resolve_device
 from .common import JsonOpt, WeightsOpt, console, emit_json, handles_errors
 from .data_option import DataSpec, load_split, num_classes_of
+from .outputs import check_out_file
 
 
 def _backbone(name: str | None, weights: Path | None, img_size: int | None) -> Any:
@@ -148,6 +149,9 @@ def sensitivity(
             "give --data and --out to compute scores, --scores FILE to allocate from saved "
             "scores, or --show PLAN to inspect a plan"
         )
+    for path, flag in ((out, "--out"), (plan_out, "--plan-out"), (png, "--png")):
+        if path is not None:  # before the (long) scoring pass, not after it
+            check_out_file(path, flag)
     model = _backbone(backbone, weights, img_size)
     record: dict[str, Any] = {}
     if scores is None:

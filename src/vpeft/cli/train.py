@@ -15,16 +15,19 @@ import typer
 from rich.table import Table
 from torch import nn
 
+from .. import adapter_info
 from ..errors import ConfigError
 from ..methods import get_method
 from ..model import apply
 from ..train import TrainConfig, train
+from ..train.lock import output_lock
 from ..train.rng import seed_everything
 from .common import (
     BackboneOpt,
     JsonOpt,
     MethodOpt,
     OptsOpt,
+    RandomInitOpt,
     WeightsOpt,
     build_backbone,
     console,
@@ -33,14 +36,18 @@ from .common import (
     parse_opts,
 )
 from .data_option import (
+    AUTO_SPLIT,
     DataOpt,
     DataSpec,
     backbone_data_config,
+    class_names_of,
     flip_keeps_labels,
     load_split,
     num_classes_of,
+    resolve_split,
     training_input,
 )
+from .outputs import check_out_dir
 
 _HELP = TrainConfig.field_help()
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -57,7 +64,13 @@ ImgSizeOpt = Annotated[
     int | None,
     typer.Option("--img-size", min=1, help="input side for the backbone (default: its native)."),
 ]
-SplitOpt = Annotated[str, typer.Option(help="split name; 'none' skips it.")]
+SplitOpt = Annotated[
+    str,
+    typer.Option(
+        help="split name; 'none' skips it; 'auto': train/val/test for folder: data with a train/ "
+        "folder, else VTAB-1k's train800/val200/test."
+    ),
+]
 TrainOptOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -85,9 +98,11 @@ AmpOpt = _opt("amp", "--amp", str)
 WorkersOpt = _opt("num_workers", "--num-workers", int)
 
 
-def create_backbone_for_cli(name: str, weights: Path | None, img_size: int | None) -> nn.Module:
+def create_backbone_for_cli(
+    name: str, weights: Path | None, img_size: int | None, random_init: bool = False
+) -> nn.Module:
     """The backbone for train/eval/sensitivity (seeded, so `eval` rebuilds what `train` used)."""
-    return build_backbone(name, weights, img_size)
+    return build_backbone(name, weights, img_size, random_init)
 
 
 def train_config_from_cli(given: dict[str, Any], extra: list[str] | None) -> TrainConfig:
@@ -100,10 +115,6 @@ def train_config_from_cli(given: dict[str, Any], extra: list[str] | None) -> Tra
     return TrainConfig.from_options(options)
 
 
-def _split(name: str) -> str | None:
-    return None if name.lower() == "none" else name
-
-
 @handles_errors
 def train_command(
     backbone: BackboneOpt,
@@ -112,6 +123,7 @@ def train_command(
     out: OutOpt,
     opt: OptsOpt = None,
     weights: WeightsOpt = None,
+    random_init: RandomInitOpt = False,
     img_size: ImgSizeOpt = None,
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
@@ -125,9 +137,9 @@ def train_command(
     amp: AmpOpt = None,
     num_workers: WorkersOpt = None,
     train_opt: TrainOptOpt = None,
-    train_split: SplitOpt = "train800",
-    val_split: SplitOpt = "val200",
-    test_split: SplitOpt = "test",
+    train_split: SplitOpt = AUTO_SPLIT,
+    val_split: SplitOpt = AUTO_SPLIT,
+    test_split: SplitOpt = AUTO_SPLIT,
     resume: Annotated[
         bool, typer.Option(help="continue from <out>/checkpoint.safetensors.")
     ] = False,
@@ -172,25 +184,57 @@ def train_command(
     if hflip is not None and not augment:
         raise ConfigError("--hflip/--no-hflip only applies with --augment")
     spec = DataSpec.parse(data)
-    model = create_backbone_for_cli(backbone, weights, img_size)
+    check_out_dir(out)
+    with output_lock(out, int(os.environ.get("RANK", "0")) == 0):
+        summary = _run(
+            backbone + ("+random-init" if random_init else ""),  # also the name recorded
+            method, spec, data, out, options, weights, img_size, config, augment, hflip,
+            (train_split, val_split, test_split), resume,
+        )  # fmt: skip
+    if summary is None:
+        return
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(_table(summary, f"{method} on {backbone}, {data}"))
+
+
+def _run(
+    backbone: str, method: str, spec: DataSpec, data: str, out: Path, options: dict[str, str],
+    weights: Path | None, img_size: int | None, config: TrainConfig, augment: bool,
+    hflip: bool | None, split_names: tuple[str, str, str], resume: bool,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Build, train and save; the summary on rank 0 (None elsewhere)."""
+    train_split, val_split, test_split = split_names
+    name, _, random = backbone.partition("+")
+    model = create_backbone_for_cli(name, weights, img_size, random == "random-init")
     dcfg = backbone_data_config(model)
     mirror = flip_keeps_labels(spec) if hflip is None else hflip
-    splits = {"train": train_split, "val": _split(val_split), "test": _split(test_split)}
+    named = {"train": train_split, "val": val_split, "test": test_split}
+    splits = {k: resolve_split(spec, k, v) for k, v in named.items()}
+    if splits["train"] is None:
+        raise ConfigError("--train-split cannot be 'none'")
     augmented = {"train"} if augment else set()
-    datasets = {
-        k: load_split(spec, s, dcfg.transform(augment=k in augmented, hflip=mirror))
-        for k, s in splits.items()
-        if s is not None
-    }
+    datasets: dict[str, Any] = {}
+    classes: list[str] | None = None
+    for k, s in splits.items():  # train first: the other splits are mapped onto its classes
+        if s is not None:
+            transform = dcfg.transform(augment=k in augmented, hflip=mirror)
+            datasets[k] = load_split(spec, s, transform, classes)
+            classes = classes or class_names_of(datasets[k])
     seed_everything(config.seed)  # the method's initial values
     pm = apply(model, method, num_classes=num_classes_of(datasets["train"], spec), **options)
+    preprocessing = {"input_size": list(dcfg.input_size), "mean": list(dcfg.mean),
+                     "std": list(dcfg.std), "interpolation": dcfg.interpolation}  # fmt: skip
+    adapter_info.attach(pm, classes, preprocessing, backbone)
     # an augmented split stays a dataset (transformed per item: new crops every epoch)
     inputs = {
         k: ds if k in augmented else training_input(ds, dcfg.input_size)
         for k, ds in datasets.items()
     }
     augmentation = {"augment": augment, "hflip": augment and mirror}
-    extra = {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation}
+    extra = {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation,
+             "classes": classes, "preprocessing": preprocessing}  # fmt: skip
     result = train(
         pm,
         inputs["train"],
@@ -201,12 +245,8 @@ def train_command(
         summary_extra=extra,
     )
     if int(os.environ.get("RANK", "0")) != 0:
-        return
-    summary = result.summary(config, extra)  # what train() wrote to summary.json
-    if json_out:
-        emit_json(summary)
-        return
-    console.print(_table(summary, f"{method} on {backbone}, {data}"))
+        return None
+    return result.summary(config, extra)  # what train() wrote to summary.json
 
 
 def _table(summary: dict[str, Any], title: str) -> Table:

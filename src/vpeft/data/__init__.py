@@ -36,7 +36,7 @@ DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "synthetic": ("seed", "cache_dir"),
     "vtab": ("task",),
     "fgvc": ("dataset", "image_dir"),
-    "folder": ("extensions",),
+    "folder": ("extensions", "classes"),
 }
 
 __all__ = [
@@ -69,7 +69,7 @@ def build_dataset(
       ``cache_dir``.
     * ``vtab``: ``root`` is a VTAB-1k task folder, or the folder of all tasks with ``task=...``.
     * ``fgvc``: ``root`` holds ``{train,val,test}.json``; ``kw``: ``dataset``, ``image_dir``.
-    * ``folder``: ``root/<split>/<class_name>/<image>``; ``kw``: ``extensions``.
+    * ``folder``: ``root/<split>/<class_name>/<image>``; ``kw``: ``extensions``, ``classes``.
     """
     if kind not in DATASET_KINDS:
         raise DatasetError(

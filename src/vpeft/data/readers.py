@@ -56,14 +56,51 @@ FOLDER_LAYOUT = (
 _MISSING_SHOWN = 3  # missing files quoted in an error message
 
 
+#: PIL modes of single-channel images deeper than 8 bits (PIL's RGB conversion saturates them).
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _deep_to_unit(img: Image.Image) -> np.ndarray:
+    """A 16-bit / 32-bit integer or float single-channel image as float32 in ``[0, 1]``.
+
+    Integer images are divided by the largest value of their bit depth (65535 for 16-bit; for
+    32-bit ``I`` images, by 65535 when every value fits 16 bits, else by 2**32 - 1), so
+    intensities stay comparable across images. Float images already in ``[0, 1]`` are kept;
+    others are rescaled by their own min..max (a constant image becomes 0).
+    """
+    array = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        lo, hi = float(array.min()), float(array.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise DatasetError("float image holds NaN or infinite values")
+        if lo < 0.0 or hi > 1.0:
+            array = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+    elif img.mode == "I":
+        array = array / (65535.0 if array.max() <= 65535 and array.min() >= 0 else 2**32 - 1)
+        array = np.clip(array, 0.0, 1.0)
+    else:
+        array = array / 65535.0
+    return array.astype(np.float32)
+
+
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image file as an RGB float32 tensor ``(3, H, W)`` in ``[0, 1]``."""
+    """Read an image file as an RGB float32 tensor ``(3, H, W)`` in ``[0, 1]``.
+
+    8-bit images are divided by 255; deeper single-channel images (16-bit PNG / TIFF, 32-bit
+    integer or float TIFF) are rescaled by their range (see `_deep_to_unit`) and repeated over
+    the three channels, instead of being saturated to white by an RGB conversion.
+    """
     try:
         with Image.open(path) as img:
+            if img.mode in _DEEP_MODES:
+                grey = torch.from_numpy(_deep_to_unit(img))
+                return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except DatasetError as exc:
+        raise DatasetError(f"cannot read image file {path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DatasetError(f"cannot read image file {path}: {exc}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -130,9 +167,9 @@ class ImageListDataset(Dataset):
         h, w = (size, size) if isinstance(size, int) else size
         images = np.empty((len(self), h, w, 3), dtype=np.uint8)
         for i, (path, _) in enumerate(self.samples):
-            with Image.open(path) as img:
-                rgb = img.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
-            images[i] = np.asarray(rgb, dtype=np.uint8)
+            unit = load_image(path).permute(1, 2, 0).mul(255.0).round().clamp(0, 255)
+            rgb = Image.fromarray(unit.to(torch.uint8).numpy(), "RGB")
+            images[i] = np.asarray(rgb.resize((w, h), Image.Resampling.BICUBIC), dtype=np.uint8)
         labels = np.asarray(self.targets, dtype=np.int64)
         return ArrayImageDataset(
             images, labels, self.num_classes, self.transform, self.classes, self.name
@@ -319,8 +356,15 @@ def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
 
 
 class ImageFolderDataset(ImageListDataset):
-    """``<root>/<split>/<class_name>/<image>``; classes (sorted) come from ``<root>/train`` when it
-    exists so that every split uses the same label indices."""
+    """``<root>/<split>/<class_name>/<image>``.
+
+    Label indices come from ``classes`` when given — the training split's class names, or an
+    adapter's, so every split uses the same indices: a split may lack some classes, but a class
+    folder unknown to ``classes`` is an error. Without ``classes`` they are the class folders of
+    ``<root>/train`` when it exists, else of this split, in plain string order (``"10"`` before
+    ``"9"``; no natural sort — the names are recorded in ``summary.json`` and adapter files, so
+    nobody has to guess the order); then an empty class folder is an error.
+    """
 
     def __init__(
         self,
@@ -328,26 +372,36 @@ class ImageFolderDataset(ImageListDataset):
         split: str,
         transform: Transform | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        classes: Sequence[str] | None = None,
     ) -> None:
         root = Path(root).expanduser()
         _check_dir(root, "image folder root", FOLDER_LAYOUT)
         split_dir = root / split
         _check_dir(split_dir, f"split folder for {split!r}", FOLDER_LAYOUT)
-        reference = root / "train" if (root / "train").is_dir() else split_dir
-        classes = _class_folders(reference)
-        if not classes:
-            raise DatasetError(f"{reference} has no class folders; {FOLDER_LAYOUT}")
-        unknown = sorted(set(_class_folders(split_dir)) - set(classes))
+        if classes is not None:
+            reference, names = "the training classes", [str(c) for c in classes]
+        else:
+            ref_dir = root / "train" if (root / "train").is_dir() else split_dir
+            reference, names = str(ref_dir), _class_folders(ref_dir)
+            if not names:
+                raise DatasetError(f"{ref_dir} has no class folders; {FOLDER_LAYOUT}")
+            empty = [n for n in names if not _image_files(ref_dir / n, extensions)]
+            if empty:
+                raise DatasetError(
+                    f"class folder(s) {', '.join(empty)} of {ref_dir} hold no images; add images "
+                    f"or remove the folder(s); {FOLDER_LAYOUT}"
+                )
+        unknown = sorted(set(_class_folders(split_dir)) - set(names))
         if unknown:
             raise DatasetError(
-                f"{split_dir} has class folders that {reference} lacks: {', '.join(unknown)}; "
-                f"{FOLDER_LAYOUT}"
+                f"{split_dir} has class folder(s) {', '.join(unknown)} unknown to {reference} "
+                f"({', '.join(names)}); a split may lack classes but not add new ones"
             )
         samples = [
             (path, index)
-            for index, name in enumerate(classes)
+            for index, name in enumerate(names)
             if (split_dir / name).is_dir()
             for path in _image_files(split_dir / name, extensions)
         ]
         _check_not_empty(samples, str(split_dir), FOLDER_LAYOUT)
-        super().__init__(samples, len(classes), classes, transform, f"{root.name}/{split}")
+        super().__init__(samples, len(names), names, transform, f"{root.name}/{split}")

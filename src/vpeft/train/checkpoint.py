@@ -18,7 +18,6 @@ new checkpoint, never a torn one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ from torch import nn
 from ..atomic import atomic_path, temporary_prefix
 from ..core.buffers import trained_buffers
 from ..errors import VpeftError
-from ..io import FileKind, load_matching, read_safetensors
+from ..io import CHECKSUM_KEY, FileKind, load_matching, read_safetensors, tensor_checksum
+from ..jsonsafe import dumps_strict
 from . import rng
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -101,20 +101,21 @@ def save_checkpoint(
     tensors["data_rng"] = data_generator.get_state()
     meta = {
         "format": FORMAT,
-        "version": json.dumps(VERSION),
-        "epoch": json.dumps(state.epoch),
-        "global_step": json.dumps(state.global_step),
-        "elapsed_s": json.dumps(state.elapsed_s),
-        "history": json.dumps(state.history),
-        "config": json.dumps(config),
-        "optimizer": json.dumps(optim_index),
-        "rng": json.dumps(rng_meta),
+        "version": dumps_strict(VERSION),
+        "epoch": dumps_strict(state.epoch),
+        "global_step": dumps_strict(state.global_step),
+        "elapsed_s": dumps_strict(state.elapsed_s),
+        "history": dumps_strict(state.history),
+        "config": dumps_strict(config),
+        "optimizer": dumps_strict(optim_index),
+        "rng": dumps_strict(rng_meta),
     }
     atomic_save(path, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
 
 
 def atomic_save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     """`save_file` to a temporary sibling, fsync, then rename over `path`."""
+    meta = {**meta, CHECKSUM_KEY: dumps_strict(tensor_checksum(tensors))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 

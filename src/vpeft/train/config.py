@@ -7,6 +7,7 @@ no label smoothing. VQT's protocol is `optimizer="adam"` (coupled L2) with `sche
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +71,12 @@ class TrainConfig(MethodConfig):
 
     def validate(self) -> None:
         r = self._require
+        for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "warmup_lr", "min_lr",
+                     "label_smoothing"):  # fmt: skip
+            value = float(getattr(self, name))
+            r(math.isfinite(value), f"{name} must be a finite number, got {value}")
+        finite_betas = all(math.isfinite(float(b)) for b in self.betas)
+        r(finite_betas, f"betas must be finite, got {self.betas}")
         r(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         r(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         r(self.lr > 0, f"lr must be > 0, got {self.lr}")

@@ -39,10 +39,13 @@ from .checkpoint import (
 from .config import TRAJECTORY_FIELDS, TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
 from .evaluate import EvalResult, evaluate
+from .guards import check_finite_loss
 from .inputs import Data, Source, as_source, check_labels
+from .lock import output_lock
 from .optim import build_optimizer, param_groups
 from .records import METRICS_NAME, SUMMARY_NAME, append_metrics, rewrite_metrics, write_summary
 from .rng import seed_everything
+from .run_identity import IDENTITY_KEY, check_identity, run_identity
 from .sampling import epoch_order, plan_epoch, steps_per_epoch
 from .schedule import schedule_for
 
@@ -162,8 +165,9 @@ def train(
     config = config or TrainConfig()
     info = distributed.setup(config.device)
     try:
-        run = _Run(pm, train_data, val_data, test_data, config, info, summary_extra)
-        return run.run(resume, on_epoch_end)
+        with output_lock(config.out_dir, info.is_main):  # hardening: one job per output folder
+            run = _Run(pm, train_data, val_data, test_data, config, info, summary_extra)
+            return run.run(resume, on_epoch_end)
     finally:
         distributed.teardown(info)
 
@@ -195,6 +199,8 @@ class _Run:
             if num_classes is not None:
                 check_labels(src, num_classes, name)
         self.out = Path(config.out_dir) if config.out_dir else None
+        sources = {"train": self.train_src, **self.eval_srcs}  # hardening: resume identity
+        self.identity = {IDENTITY_KEY: run_identity(pm, sources, summary_extra)}
 
     # -- setup --------------------------------------------------------------------------
     def _prepare(self, resume: bool) -> TrainState:
@@ -241,6 +247,7 @@ class _Run:
         state, saved = load_checkpoint(
             ckpt, self.pm, self.optimizer, self.data_rng, restore_rng=main
         )
+        check_identity(ckpt, saved, self.identity[IDENTITY_KEY])
         mine = self.config.to_dict()
         differ = [k for k in TRAJECTORY_FIELDS if saved.get(k) != mine.get(k)]
         if differ:
@@ -311,6 +318,7 @@ class _Run:
                     sums += self._forward_backward(batch, plan.global_count)
             distributed.sync_gradients(self.params, info)
             lr = self.schedule.apply(self.optimizer, state.global_step // self.steps_per_unit)
+            check_finite_loss(sums[0], epoch + 1, state.global_step + 1, lr, info)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             state.global_step += 1
@@ -369,7 +377,7 @@ class _Run:
             self.optimizer,
             self.data_rng,
             state,
-            self.config.to_dict(),
+            {**self.config.to_dict(), **self.identity},
         )
 
     def _log(self, record: dict[str, Any]) -> None:

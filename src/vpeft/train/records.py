@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
+from ..jsonsafe import dumps_strict
 
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -19,14 +20,14 @@ def rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     Called on resume with the history stored in the checkpoint, so lines of epochs the
     checkpoint does not cover are dropped and none is ever lost or duplicated.
     """
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in history))
+    atomic_write_text(path, "".join(dumps_strict(r) + "\n" for r in history))
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
     """Append one epoch's record as a JSON line (flushed and fsynced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(dumps_strict(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -40,4 +41,4 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Atomically write ``summary.json``."""
-    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(path, dumps_strict(summary, indent=2) + "\n")
