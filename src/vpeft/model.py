@@ -159,12 +159,9 @@ class PeftModel(nn.Module):
 
     def _refresh_task_specific(self) -> None:
         copies = self.task_parameters
-        self._task_specific = len(self.tasks) > 1 and (
-            (copies is not None and len(copies) > 0)
-            or any(
-                isinstance(m, TaskSwitch) or getattr(m, "reads_task", False)
-                for m in self.model.modules()
-            )
+        self._task_specific = (copies is not None and len(copies) > 0) or any(
+            isinstance(m, TaskSwitch) or getattr(m, "reads_task", False)
+            for m in self.model.modules()
         )
 
     def _features(self, inputs: Inputs, kinds: set[str], task: str | None = None) -> dict:

@@ -27,10 +27,13 @@ class TopKAccuracy(Metric):
     def update(self, output: torch.Tensor, target: torch.Tensor) -> None:
         logits = output.float()
         target = target.to(logits.device)
-        loss = F.cross_entropy(logits, target, reduction="sum").double().cpu()
+        if self._state.device != logits.device:  # accumulate where the outputs are (no sync)
+            self._state = self._state.to(logits.device)
+        loss = F.cross_entropy(logits, target, reduction="sum").double()
         top = logits.topk(min(self.k, logits.shape[-1]), dim=-1).indices
-        correct = (top == target.unsqueeze(-1)).any(dim=-1).sum().double().cpu()
-        self._state += torch.stack([loss, correct, torch.tensor(float(len(target)))])
+        correct = (top == target.unsqueeze(-1)).any(dim=-1).sum().double()
+        count = torch.tensor(float(len(target)), dtype=torch.float64, device=logits.device)
+        self._state += torch.stack([loss, correct, count])
 
     def state(self) -> torch.Tensor:
         return self._state.clone()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones.calls import pixel_values
 from ..errors import ConfigError
 from .base import FeatureInfo, Metric, Task, register_task
 from .decoders import AllMLPDecoder, StageNorms
@@ -66,6 +67,11 @@ class _DenseTask(Task):
 
     def _outputs(self) -> int:
         return self.num_outputs
+
+    def run_head(self, head: nn.Module, features: Any, inputs: Any) -> torch.Tensor:
+        """The decoder's output at the input image's resolution."""
+        size = pixel_values(inputs).shape[-2:]
+        return head(features, (int(size[0]), int(size[1])))
 
     def build_head(self, info: FeatureInfo) -> nn.Module:
         if not info.map_dims:

@@ -72,7 +72,10 @@ class DatasetSource:
             generator=torch.Generator().manual_seed(seed),  # seeds the workers' RNGs
         )
         for batch in loader:
-            yield None if batch is None else (batch[0], torch.as_tensor(batch[1]))
+            if batch is None or isinstance(batch, dict):
+                yield batch
+            else:
+                yield (batch[0], torch.as_tensor(batch[1]))
 
 
 Source = TensorSource | DatasetSource

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import ConfigError
+from ..tasks import ClassificationTask
 from . import distributed
+from .batches import as_fields, model_inputs, model_tasks, run_model, targets, to_device
 from .checkpoint import (
     CHECKPOINT_NAME,
     TrainState,
@@ -38,7 +39,7 @@ from .checkpoint import (
 )
 from .config import TRAJECTORY_FIELDS, TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
-from .evaluate import EvalResult, evaluate
+from .evaluate import evaluate_tasks
 from .guards import check_finite_loss
 from .inputs import Data, Source, as_source, check_labels
 from .lock import output_lock
@@ -190,6 +191,7 @@ class _Run:
         self.device = resolve_device(config.device, info.local_rank)
         self.amp_dtype = autocast_dtype(config.amp, self.device)
         num_classes = int(getattr(pm, "num_classes", 0)) or None
+        self.tasks = model_tasks(pm, config.label_smoothing)
         self.train_src = as_source(train_data)
         self.eval_srcs: dict[str, Source] = {}
         for name, data in (("val", val_data), ("test", test_data)):
@@ -270,8 +272,7 @@ class _Run:
             record = self._train_epoch(epoch, state)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 for name, src in self.eval_srcs.items():
-                    res = self._evaluate(src)
-                    record[f"{name}_top1"], record[f"{name}_loss"] = res.top1, res.loss
+                    record.update(self._evaluate(name, src))
             record["time_s"] = time.perf_counter() - start
             state.epoch = epoch + 1
             state.history.append(record)
@@ -301,7 +302,8 @@ class _Run:
             )
         )
         self.pm.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, count
+        # total weighted loss, samples, then per task: loss, correct (classification tasks)
+        sums = torch.zeros(2 + 2 * len(self.tasks), dtype=torch.float64, device=self.device)
         lr = float("nan")
         bar = tqdm(
             plans,
@@ -322,41 +324,55 @@ class _Run:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             state.global_step += 1
-            bar.set_postfix(loss=f"{sums[0].item() / max(sums[2].item(), 1):.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{sums[0].item() / max(sums[1].item(), 1):.4f}", lr=f"{lr:.2e}")
         distributed.all_reduce_sum(sums, info)
-        loss, correct, count = sums.tolist()
-        return {
-            "epoch": epoch + 1,
-            "step": state.global_step,
-            "lr": lr,
-            "train_loss": loss / count,
-            "train_top1": 100.0 * correct / count,
-        }
+        return {"epoch": epoch + 1, "step": state.global_step, "lr": lr, **self._train_record(sums)}
 
-    def _forward_backward(
-        self, batch: tuple[torch.Tensor, torch.Tensor], global_count: int
-    ) -> torch.Tensor:
-        """Backpropagate this micro-batch's share of the global batch's mean loss."""
-        x = batch[0].to(self.device, non_blocking=True)
-        y = batch[1].to(self.device, non_blocking=True)
+    def _train_record(self, sums: torch.Tensor) -> dict[str, float]:
+        """Mean training loss (and top-1 of classification tasks), per task when several."""
+        values = sums.tolist()
+        count = max(values[1], 1.0)
+        record = {"train_loss": values[0] / count}
+        single = len(self.tasks) == 1
+        for i, (name, task) in enumerate(self.tasks.items()):
+            suffix = "" if single else f"/{name}"
+            if not single:
+                record[f"train_loss{suffix}"] = values[2 + 2 * i] / count
+            if isinstance(task, ClassificationTask):
+                record[f"train_top1{suffix}"] = 100.0 * values[3 + 2 * i] / count
+        return record
+
+    def _forward_backward(self, batch: Any, global_count: int) -> torch.Tensor:
+        """Backpropagate this micro-batch's share of the global batch's mean loss
+        (Σ_tasks weight · loss summed over samples, divided by the global sample count)."""
+        fields = to_device(as_fields(batch), self.device)
         with autocast(self.device, self.amp_dtype):
-            logits = self.pm(x)
-        logits = logits.float()
-        loss_sum = F.cross_entropy(
-            logits, y, reduction="sum", label_smoothing=self.config.label_smoothing
-        )
-        (loss_sum / global_count).backward()
-        correct = (logits.detach().argmax(dim=-1) == y).sum()
-        return torch.stack(
-            [
-                loss_sum.detach().double(),
-                correct.double(),
-                torch.tensor(float(len(y)), dtype=torch.float64, device=self.device),
-            ]
-        )
+            outputs = run_model(self.pm, model_inputs(fields, self.tasks), self.tasks)
+        wanted = targets(fields, self.tasks)
+        stats: list[torch.Tensor] = []
+        total: torch.Tensor | None = None
+        count = 0
+        for name, task in self.tasks.items():
+            output = outputs[name]
+            output = output.float() if torch.is_tensor(output) else output
+            loss_sum, count = task.loss(output, wanted[name])
+            weighted = loss_sum if task.loss_weight == 1.0 else loss_sum * task.loss_weight
+            total = weighted if total is None else total + weighted
+            correct = (
+                (output.detach().argmax(dim=-1) == wanted[name]).sum().double()
+                if isinstance(task, ClassificationTask)
+                else torch.zeros((), dtype=torch.float64, device=self.device)
+            )
+            stats += [loss_sum.detach().double(), correct]
+        assert total is not None
+        (total / global_count).backward()
+        head = torch.tensor(float(count), dtype=torch.float64, device=self.device)
+        return torch.stack([total.detach().double(), head, *stats])
 
-    def _evaluate(self, src: Source) -> EvalResult:
-        return evaluate(
+    def _evaluate(self, split: str, src: Source) -> dict[str, float]:
+        """``<split>_top1`` / ``<split>_loss`` for a single classification task (the record
+        keys of every earlier version); ``<split>/<task>/<metric>`` for every task otherwise."""
+        scores = evaluate_tasks(
             self.pm,
             src,
             self.config.eval_batch_size,
@@ -364,7 +380,17 @@ class _Run:
             self.amp_dtype,
             self.info,
             self.config.num_workers,
+            self.tasks,
         )
+        only = next(iter(self.tasks.values()))
+        if len(self.tasks) == 1 and isinstance(only, ClassificationTask):
+            values = next(iter(scores.values())).values
+            return {f"{split}_top1": values["top1"], f"{split}_loss": values["loss"]}
+        return {
+            f"{split}/{task}/{metric}": value
+            for task, result in scores.items()
+            for metric, value in result.values.items()
+        }
 
     # -- output -------------------------------------------------------------------------
     def _write_epoch(self, record: dict[str, Any], state: TrainState) -> None:
