@@ -115,6 +115,18 @@ def _restored(model: nn.Module) -> Iterator[list[nn.Parameter]]:
         model.train(was_training)
 
 
+def _on_device(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if torch.is_tensor(value):
+        return value.to(device, dtype) if value.is_floating_point() else value.to(device)
+    if isinstance(value, dict):
+        return {k: _on_device(v, device, dtype) for k, v in value.items()}
+    raise ConfigError(f"profile inputs must be a tensor or a dict of tensors, got {type(value)}")
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value if torch.is_tensor(value) else next(iter(value.values()))
+
+
 def profile_model(
     pm: nn.Module,
     batch: int = 8,
@@ -124,9 +136,12 @@ def profile_model(
     warmup: int = 1,
     lr: float = 1e-3,
     seed: int = 0,
+    inputs: Any = None,
 ) -> ProfileReport:
     """Profile one AdamW training step of `pm` (a `PeftModel` or any image model) on random
-    images of shape (batch, C, img_size, img_size), on the device of its parameters.
+    images of shape (batch, C, img_size, img_size), on the device of its parameters — or on
+    the given `inputs` (a tensor or a dict of tensors such as ``pixel_values``, ``input_ids``,
+    ``attention_mask``; moved to the model's device; floating fields cast to its dtype).
 
     One instrumented step counts forward / train-step FLOPs and saved activation bytes; then
     `warmup` untimed and `steps` timed full steps (forward, backward, AdamW update) give the
@@ -137,12 +152,18 @@ def profile_model(
         raise ConfigError(
             f"profile needs batch >= 1, steps >= 1, warmup >= 0; got {batch}, {steps}, {warmup}"
         )
-    size = native_img_size(pm) if img_size is None else img_size
     first = next(iter(pm.parameters()))
     device, dtype = first.device, first.dtype
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, _in_chans(pm), size, size, generator=generator)
-    images = images.to(device=device, dtype=dtype)
+    if inputs is None:
+        size = native_img_size(pm) if img_size is None else img_size
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.randn(batch, _in_chans(pm), size, size, generator=generator)
+        images = images.to(device=device, dtype=dtype)
+    else:
+        images = _on_device(inputs, device, dtype)
+        pixels = images if torch.is_tensor(images) else images.get("pixel_values")
+        size = int(pixels.shape[-1]) if pixels is not None else 0
+        batch = int(_first_tensor(images).shape[0])
     states = state_bytes(pm)
 
     with _restored(pm) as trainable:
