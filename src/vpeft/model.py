@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .backbones import BackboneSpec, describe
+from .backbones import BackboneSpec, describe, with_head
 from .core.context import InstallContext
 from .core.registry import get_method
 from .core.wrapper import AdaptedLayer, NotMergeableError, unwrap_all
@@ -174,6 +174,7 @@ def apply(
     else:
         if num_classes is None:
             raise ConfigError("num_classes is required when adapting a plain backbone")
+        model = with_head(model)  # transformers base models get timm's classifier API
         spec = describe(model)  # clear error on unsupported backbones, before any change
         if info.backbones is not None and spec.family not in info.backbones:
             raise _unsupported(method, spec.family, info.backbones)
@@ -253,6 +254,7 @@ def load(path: str | Path, base: nn.Module, strict_fingerprint: bool = True) -> 
     for key in ("methods", "num_classes", "backbone", "fingerprint"):
         if key not in meta:
             raise AdapterFileError(f"{path}: metadata lacks {key!r}; the file is corrupted")
+    base = with_head(base)
     spec = describe(base)
     want = meta["backbone"]
     have = backbone_identity(base, spec)
