@@ -76,7 +76,9 @@ def describe_bridgetower(model: nn.Module) -> BackboneSpec:
     blocks: list[BlockSpec] = []
     for layer in model.text_model.encoder.layer:
         blocks.append(_block(len(blocks), layer, "text", fusion=False))
-    for text, image in zip(model.cross_modal_text_layers, model.cross_modal_image_layers, strict=True):
+    for text, image in zip(
+        model.cross_modal_text_layers, model.cross_modal_image_layers, strict=True
+    ):
         blocks.append(_block(len(blocks), text, "fusion-text", fusion=True))
         blocks.append(_block(len(blocks), image, "fusion-image", fusion=True))
     visual = model.vision_model.visual

@@ -110,6 +110,8 @@ def vit_from_timm(state: dict[str, torch.Tensor], num_heads: int) -> dict[str, t
             for p in ("weight", "bias"):
                 out[f"{dst}{b}.{p}"] = state[f"{src}{a}.{p}"]
         for p in ("weight", "bias"):
-            for role, chunk in zip(("q", "k", "v"), state[f"{src}attn.qkv.{p}"].chunk(3), strict=True):
+            for role, chunk in zip(
+                ("q", "k", "v"), state[f"{src}attn.qkv.{p}"].chunk(3), strict=True
+            ):
                 out[f"{dst}attention.{role}_proj.{p}"] = chunk
     return out
