@@ -164,5 +164,5 @@ def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
 
 def test_unsupported_transformers_model_is_a_clear_error() -> None:
     model = transformers.BertModel(transformers.BertConfig(**SMALL, vocab_size=50))
-    with pytest.raises(vpeft.UnsupportedBackboneError, match="BertModel.*ViTModel"):
+    with pytest.raises(vpeft.UnsupportedBackboneError, match=r"BertModel.*ViTModel"):
         describe(model)
