@@ -119,3 +119,17 @@ def test_cli_profile_on_tiny_hf_vit() -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["forward_flops"] > 0
+
+
+def test_cli_profile_on_vilt_with_text_and_image() -> None:
+    """`vpeft profile` feeds a ViLT backbone text + image (40 tokens, configured image size)."""
+    vilt = "hf:ViltModel:hidden_size=32,num_hidden_layers=2,num_attention_heads=2,"
+    vilt += "intermediate_size=64,image_size=32,patch_size=8"
+    args = ["--method", "vpt-deep", "--opt", "num_tokens=4", "--batch", "2", "--json"]
+    result = CliRunner().invoke(app, ["profile", "--backbone", vilt, *args])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["img_size"] == 32 and record["trainable"] == 2 * 4 * 32 + 1000 * 33
+    spec = vpeft.backbones.describe(vpeft.create_backbone(vilt))
+    inputs = spec.example_inputs(2)
+    assert inputs["input_ids"].shape == (2, 40) and inputs["pixel_values"].shape == (2, 3, 32, 32)

@@ -91,6 +91,13 @@ def _in_chans(model: nn.Module) -> int:
     return int(cfg.get("input_size", (3,))[0])
 
 
+def _to_device(inputs: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """A tensor or dict of tensors on `device`; floating tensors in `dtype`, ids kept."""
+    if isinstance(inputs, dict):
+        return {k: _to_device(v, device, dtype) for k, v in inputs.items()}
+    return inputs.to(device=device, dtype=dtype if inputs.is_floating_point() else inputs.dtype)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -141,8 +148,12 @@ def profile_model(
     first = next(iter(pm.parameters()))
     device, dtype = first.device, first.dtype
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, _in_chans(pm), size, size, generator=generator)
-    images = images.to(device=device, dtype=dtype)
+    spec = getattr(pm, "spec", None)
+    if spec is not None and spec.make_inputs is not None:  # transformers: dicts for text + image
+        images = _to_device(spec.example_inputs(batch, img_size, generator), device, dtype)
+    else:
+        images = torch.randn(batch, _in_chans(pm), size, size, generator=generator)
+        images = images.to(device=device, dtype=dtype)
     states = state_bytes(pm)
 
     with _restored(pm) as trainable:

@@ -28,9 +28,15 @@ class BackboneWithHead(nn.Module):
         self.head: nn.Module = nn.Identity()
 
     @property
-    def pretrained_cfg(self) -> dict[str, str]:
-        """timm-style metadata: the wrapped class is the architecture, the head is `head`."""
-        return {"architecture": type(self.backbone).__name__, "classifier": "head"}
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm-style metadata: the wrapped class is the architecture, the head is `head`, the
+        input size is the configured image size (when the model takes images)."""
+        out: dict[str, Any] = {"architecture": type(self.backbone).__name__, "classifier": "head"}
+        config = getattr(self.backbone, "config", None)
+        vision = getattr(config, "vision_config", None) or config
+        if hasattr(vision, "image_size") and hasattr(vision, "num_channels"):
+            out["input_size"] = (vision.num_channels, vision.image_size, vision.image_size)
+        return out
 
     def get_classifier(self) -> nn.Module:
         return self.head

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hf_common import separate_attention
+from .hf_common import separate_attention, text_image_inputs
 from .hf_vilt import bert_mlp
 from .spec import AttentionSpec, BackboneSpec, BlockSpec
 
@@ -96,5 +96,6 @@ def describe_bridgetower(model: nn.Module) -> BackboneSpec:
         final_norms=[model.cross_modal_text_layernorm, model.cross_modal_image_layernorm],
         stage_dims=[cfg.hidden_size],
         pool=bridgetower_pool,
+        make_inputs=text_image_inputs,
         input_names=("input_ids", "attention_mask", "pixel_values", "pixel_mask"),
     )

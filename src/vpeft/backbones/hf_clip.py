@@ -16,7 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hf_common import as_kwargs, separate_attention
+from .hf_common import (
+    as_kwargs,
+    image_inputs,
+    separate_attention,
+    text_image_inputs,
+    text_inputs,
+)
 from .spec import BackboneSpec, BlockSpec, LinearSlot, ModuleSite, TokenPath, single_mlp
 
 
@@ -94,6 +100,7 @@ def describe_clip_vision(model: nn.Module) -> BackboneSpec:
             exit_after=True,
         ),
         pool=clip_vision_pool,
+        make_inputs=image_inputs,
     )
 
 
@@ -114,6 +121,7 @@ def describe_clip_text(model: nn.Module) -> BackboneSpec:
         final_norms=[model.final_layer_norm],
         stage_dims=[cfg.hidden_size],
         pool=clip_text_pool,
+        make_inputs=text_inputs,
         input_names=("input_ids", "attention_mask"),
     )
 
@@ -137,5 +145,6 @@ def describe_clip(model: nn.Module) -> BackboneSpec:
         final_norms=[model.vision_model.post_layernorm, model.text_model.final_layer_norm],
         stage_dims=[vision.embed_dim],
         pool=clip_pool,
+        make_inputs=text_image_inputs,
         input_names=("input_ids", "attention_mask", "pixel_values"),
     )

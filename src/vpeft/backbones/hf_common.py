@@ -56,3 +56,46 @@ def as_kwargs(inputs: Any, main: str) -> dict[str, Any]:
     raise ConfigError(
         f"expected a tensor ({main}) or a dict of tensors, got {type(inputs).__name__}"
     )
+
+
+#: text length of example inputs (APT counts ViLT FLOPs with 40 text tokens)
+TEXT_TOKENS = 40
+
+
+def _sub(config: Any, name: str) -> Any:
+    return getattr(config, name, None) or config
+
+
+def image_inputs(
+    model: nn.Module, batch: int, img_size: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """Random `pixel_values` (B, C, S, S) at the configured (or given) size."""
+    cfg = _sub(model.config, "vision_config")
+    size = img_size or cfg.image_size
+    return torch.randn(batch, cfg.num_channels, size, size, generator=generator)
+
+
+def text_ids(model: nn.Module, batch: int, generator: torch.Generator, offset: int = 0) -> Any:
+    """Random `input_ids` and an all-ones `attention_mask` (B, min(40, max positions))."""
+    cfg = _sub(model.config, "text_config")
+    length = min(TEXT_TOKENS, cfg.max_position_embeddings - offset)
+    ids = torch.randint(0, cfg.vocab_size, (batch, length), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+
+
+def text_inputs(model: nn.Module, batch: int, img_size: int | None, generator: torch.Generator):
+    return text_ids(model, batch, generator)
+
+
+def text_image_inputs(
+    model: nn.Module, batch: int, img_size: int | None, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Text + image: `input_ids`, `attention_mask`, `pixel_values`, `pixel_mask` (all valid)."""
+    pixels = image_inputs(model, batch, img_size, generator)
+    # RoBERTa-style position ids (BridgeTower) start after the padding index
+    offset = 2 if hasattr(model, "text_model") else 0
+    return {
+        **text_ids(model, batch, generator, offset),
+        "pixel_values": pixels,
+        "pixel_mask": torch.ones(batch, *pixels.shape[-2:], dtype=torch.long),
+    }

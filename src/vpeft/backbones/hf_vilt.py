@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hf_common import separate_attention
+from .hf_common import separate_attention, text_image_inputs
 from .spec import BackboneSpec, BlockSpec, LinearSlot, MlpSpec, ModuleSite, TokenPath
 
 
@@ -92,5 +92,6 @@ def describe_vilt(model: nn.Module) -> BackboneSpec:
             entry_with_mask=True,
         ),
         pool=vilt_pool,
+        make_inputs=text_image_inputs,
         input_names=("input_ids", "attention_mask", "pixel_values", "pixel_mask"),
     )

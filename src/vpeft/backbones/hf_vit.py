@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from .hf_common import as_kwargs, separate_attention
+from .hf_common import as_kwargs, image_inputs, separate_attention
 from .spec import BackboneSpec, BlockSpec, LinearSlot, ModuleSite, TokenPath, single_mlp
 
 
@@ -79,6 +79,7 @@ def describe_hf_vit(model: nn.Module) -> BackboneSpec:
             prompt_at=1,
         ),
         pool=vit_pool,
+        make_inputs=image_inputs,
         unused=[m for m in (model.pooler,) if m is not None],
     )
 

@@ -245,6 +245,8 @@ class TokenPath:
 
 #: `pool(model, inputs)` -> pooled feature (B, num_features) of a headless backbone.
 Pool = Callable[[nn.Module, Any], torch.Tensor]
+#: `make(model, batch, img_size, generator)` -> random inputs the backbone accepts
+InputMaker = Callable[[nn.Module, int, int | None, torch.Generator], Any]
 
 
 def timm_pool(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -279,6 +281,8 @@ class BackboneSpec:
     headless: nn.Module | None = None
     #: the backbone's input fields ("pixel_values"; ViLT: "input_ids", "pixel_values", ...)
     input_names: tuple[str, ...] = ("pixel_values",)
+    #: random inputs for profiling (transformers families; None: an image tensor)
+    make_inputs: InputMaker | None = None
 
     @property
     def depth(self) -> int:
@@ -301,6 +305,15 @@ class BackboneSpec:
         BridgeTower: `pooler_output`. The one function the model wrapper calls.
         """
         return self.pool(self.backbone, inputs)
+
+    def example_inputs(
+        self, batch: int, img_size: int | None = None, generator: torch.Generator | None = None
+    ) -> Any:
+        """Random inputs of the backbone's kind (a dict of tensors for text + image models);
+        `img_size` None means the configured size. Used by `vpeft profile`."""
+        if self.make_inputs is None:
+            raise ValueError(f"{self.family}: no example-input maker; pass image tensors")
+        return self.make_inputs(self.backbone, batch, img_size, generator or torch.Generator())
 
     @property
     def backbone(self) -> nn.Module:
