@@ -1,4 +1,6 @@
-"""Build backbones by name: vpeft's bundled ones, or any timm model, with random or local weights.
+"""Build backbones by name: vpeft's bundled ones, any timm model, or a transformers model
+(``hf:<ModelClass>[:key=value,…]`` or a local folder with ``config.json``; see
+`vpeft.backbones.hf_factory`), with random or local weights.
 
 No network: pretrained weights come from a local file (`weights=`), checked strictly — a file
 that lacks any backbone tensor is an error (timm's own headless loading silently skips them).
@@ -39,8 +41,16 @@ def create_backbone(
     control for "does pretraining help?"); `weights` with a bundled name loads that file into
     the bundled architecture.
     """
+    from .backbones.hf_factory import create_hf_backbone, is_hf_name
     from .zoo import BUNDLED
 
+    if is_hf_name(name):
+        if weights is not None:
+            raise ConfigError(
+                "--weights is for timm checkpoints; give a transformers model as a local folder "
+                "holding config.json and model.safetensors instead"
+            )
+        return create_hf_backbone(name, seed, img_size)
     sized = {} if img_size is None else {"img_size": img_size}
     if random_init and weights is not None:
         raise ConfigError("give either --weights FILE or --random-init, not both")
@@ -58,7 +68,8 @@ def create_backbone(
     if not timm.is_model(name):
         raise UnsupportedBackboneError(
             f"unknown backbone {name!r}: neither a bundled vpeft backbone "
-            f"({', '.join(sorted(BUNDLED))}) nor a timm model name"
+            f"({', '.join(sorted(BUNDLED))}), a timm model name, nor hf:<ModelClass> "
+            "(e.g. hf:ViTModel) / a folder with a transformers config.json"
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

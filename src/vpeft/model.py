@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import __version__, adapter_info
-from .backbones import BackboneSpec, describe
+from .backbones import BackboneSpec, describe, with_head
 from .backbones.calls import (
     Inputs,
     classifier_factory,
@@ -370,6 +370,7 @@ def apply(
         _install(pm, info, method, config, shared)
         return pm
     task_list = _task_list(num_classes, tasks)
+    model = with_head(model)  # transformers base models get timm's classifier API
     spec = describe(model)  # clear error on unsupported backbones, before any change
     _check_family(info, method, spec)
     undo = _HeadUndo(model)
@@ -520,6 +521,7 @@ def load(
                 f"{path}: metadata lacks {key!r}; the file is corrupted or was written by an "
                 "older vpeft (before tasks were stored)"
             )
+    base = with_head(base)
     spec = describe(base)
     want = meta["backbone"]
     have = backbone_identity(base, spec)

@@ -154,9 +154,12 @@ def profile_model(
         )
     first = next(iter(pm.parameters()))
     device, dtype = first.device, first.dtype
+    generator = torch.Generator().manual_seed(seed)
+    spec = getattr(pm, "spec", None)
+    if inputs is None and spec is not None and spec.make_inputs is not None:
+        inputs = spec.example_inputs(batch, img_size, generator)  # transformers: text + image
     if inputs is None:
         size = native_img_size(pm) if img_size is None else img_size
-        generator = torch.Generator().manual_seed(seed)
         images = torch.randn(batch, _in_chans(pm), size, size, generator=generator)
         images = images.to(device=device, dtype=dtype)
     else:

@@ -1,7 +1,12 @@
-"""Backbone interface: map a user's timm model to a declarative `BackboneSpec`."""
+"""Backbone interface: map a user's timm or transformers model to a declarative `BackboneSpec`.
+
+transformers is optional: it is imported (by `vpeft.backbones.hf`) only when the model given
+comes from the transformers package.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from timm.models.convnext import ConvNeXt
@@ -12,8 +17,18 @@ from torch import nn
 
 from ..errors import UnsupportedBackboneError
 from .convnext import describe_convnext
+from .head import BackboneWithHead
 from .pvt import describe_pvt_v2
-from .spec import MATRIX_ROLES, AttentionSpec, BackboneSpec, BlockSpec, LinearSlot
+from .spec import (
+    MATRIX_ROLES,
+    AttentionSpec,
+    BackboneSpec,
+    BlockSpec,
+    LinearSlot,
+    MlpSpec,
+    ModuleSite,
+    TokenPath,
+)
 from .swin import describe_swin
 from .vit import describe_vit
 
@@ -26,29 +41,71 @@ FAMILIES: dict[type[nn.Module], tuple[str, Callable[[nn.Module], BackboneSpec]]]
 }
 
 
+#: families described by `vpeft.backbones.hf` (needs the `hf` extra)
+HF_FAMILIES: tuple[str, ...] = (
+    "hf-vit",
+    "hf-clip-vision",
+    "hf-clip-text",
+    "hf-clip",
+    "hf-vilt",
+    "hf-bridgetower",
+)
+
+
 def supported_families() -> list[str]:
-    """Names of the backbone families vpeft can describe."""
-    return [name for name, _ in FAMILIES.values()]
+    """Names of the backbone families vpeft can describe (timm, then transformers)."""
+    return [name for name, _ in FAMILIES.values()] + list(HF_FAMILIES)
+
+
+def is_transformers_model(model: nn.Module) -> bool:
+    """True when the model's class comes from the transformers package (no import needed)."""
+    return type(model).__module__.startswith("transformers.")
 
 
 def describe(model: nn.Module) -> BackboneSpec:
-    """Return the `BackboneSpec` of a supported timm model, else raise a clear error."""
+    """Return the `BackboneSpec` of a supported timm or transformers model (or of a
+    `BackboneWithHead` around one), else raise a clear error."""
+    if isinstance(model, BackboneWithHead):
+        inner = describe(model.backbone)
+        return dataclasses.replace(inner, model=model, headless=model.backbone)
+    if is_transformers_model(model):
+        from .hf import describe_hf
+
+        return describe_hf(model)
     for cls, (_, describer) in FAMILIES.items():
         if type(model) is cls:
             return describer(model)
     raise UnsupportedBackboneError(
         f"{type(model).__name__} is not a supported backbone. Supported timm families: "
         + ", ".join(f"{name} ({cls.__name__})" for cls, (name, _) in FAMILIES.items())
+        + "; transformers models: ViTModel, CLIPVisionModel, CLIPTextModel, CLIPModel, "
+        "ViltModel, BridgeTowerModel"
     )
+
+
+def with_head(model: nn.Module) -> nn.Module:
+    """`model` itself when it has a timm classifier API, else a `BackboneWithHead` around it
+    (transformers base models), so a task head can be attached the same way."""
+    if hasattr(model, "reset_classifier") and hasattr(model, "get_classifier"):
+        return model
+    spec = describe(model)
+    return BackboneWithHead(model, spec.pool, spec.num_features)
 
 
 __all__ = [
     "FAMILIES",
+    "HF_FAMILIES",
     "MATRIX_ROLES",
     "AttentionSpec",
     "BackboneSpec",
+    "BackboneWithHead",
     "BlockSpec",
     "LinearSlot",
+    "MlpSpec",
+    "ModuleSite",
+    "TokenPath",
     "describe",
+    "is_transformers_model",
     "supported_families",
+    "with_head",
 ]

@@ -71,10 +71,12 @@ class AttentionOps:
 
     @property
     def scale(self) -> float:
-        return float(self.module.scale)
+        return float(self.module.scale) if self.spec.scale is None else self.spec.scale
 
     def dropout_p(self) -> float:
-        return float(self.module.attn_drop.p) if self.module.training else 0.0
+        if not self.module.training:
+            return 0.0
+        return float(self.module.attn_drop.p) if self.spec.dropout is None else self.spec.dropout
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.split_qkv(self.module.qkv(x))
@@ -211,13 +213,82 @@ class SpatialReductionOps(AttentionOps):
         return self.output(attend(q, k, v, self.scale, None, self.dropout_p()))
 
 
+class SeparateProjectionOps(AttentionOps):
+    """transformers attention with separate q/k/v `nn.Linear`s and an output projection that
+    returns ``(output, weights)``: ViT and CLIP (transformers 5). Projections go through the
+    spec's slots, so wrappers installed there (LoRA, adapters) apply."""
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = self.spec
+        return tuple(  # type: ignore[return-value]
+            split_heads(slot.module(x), s.num_heads) for slot in (s.q, s.k, s.v)
+        )
+
+    def output(self, o: torch.Tensor) -> torch.Tensor:
+        return self.spec.proj.module(merge_heads(o))
+
+    def attend_extra(
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        q, k, v = self.qkv(x)
+        bias = pad_key_columns(attention_mask, k_extra.shape[2])
+        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        return self.output(attend(q, k, v, self.scale, bias, self.dropout_p()))
+
+    def forward_extra_kv(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, None]:
+        """The module's forward (same arguments, same ``(output, weights)`` return, weights
+        None) with p extra keys/values that every query sees."""
+        if attention_mask is None and kwargs.get("is_causal"):
+            raise UnsupportedBackboneError(
+                "causal attention without an explicit mask cannot take extra keys/values"
+            )
+        return self.attend_extra(x, k_extra, v_extra, attention_mask), None
+
+
+class ViltAttentionOps(SeparateProjectionOps):
+    """ViLT's `ViltAttention` (`attention.{query,key,value}`, `output.dense` + dropout, no
+    residual); its forward returns a 1-tuple."""
+
+    def output(self, o: torch.Tensor) -> torch.Tensor:
+        return self.module.output.dropout(self.spec.proj.module(merge_heads(o)))
+
+    def forward_extra_kv(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor]:
+        return (self.attend_extra(x, k_extra, v_extra, attention_mask),)
+
+
 _OPS: dict[str, type[AttentionOps]] = {
     "global": AttentionOps,
     "window": WindowAttentionOps,
     "spatial-reduction": SpatialReductionOps,
+    "hf-proj": SeparateProjectionOps,
+    "hf-vilt": ViltAttentionOps,
 }
 
 
 def attention_ops(spec: AttentionSpec) -> AttentionOps:
     """The operations object for one block's attention."""
-    return _OPS[spec.kind](spec)
+    ops = _OPS.get(spec.kind)
+    if ops is None:
+        raise UnsupportedBackboneError(
+            f"re-running {spec.kind!r} attention with extra keys/values (prompts, prefixes, "
+            f"queries) is not supported; supported kinds: {sorted(_OPS)}"
+        )
+    return ops(spec)

@@ -31,9 +31,17 @@ def pixel_values(inputs: Inputs) -> torch.Tensor:
 
 
 def pooled_features(spec: BackboneSpec, inputs: Inputs) -> torch.Tensor:
-    """The pooled representation a classification head reads (timm: ``forward_head`` with
-    ``pre_logits=True``, which is what a headless timm model returns)."""
-    return spec.model(pixel_values(inputs))
+    """The pooled representation a classification head reads (`BackboneSpec.features`): timm's
+    pre-logits feature, which is what a headless timm model returns; for transformers models
+    what their `BackboneWithHead` returns with no head. Image-only backbones take the image
+    tensor; text + image backbones the dict of their input fields."""
+    if spec.input_names == ("pixel_values",):
+        return spec.model(pixel_values(inputs))
+    if not isinstance(inputs, dict):
+        raise ConfigError(
+            f"{spec.family} reads the fields {list(spec.input_names)}; pass a dict of them"
+        )
+    return spec.model({k: v for k, v in inputs.items() if k in spec.input_names})
 
 
 def feature_maps(spec: BackboneSpec, inputs: Inputs) -> list[torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from timm.models.convnext import ConvNeXt, ConvNeXtBlock
 
 from ..errors import UnsupportedBackboneError
-from .spec import BackboneSpec, BlockSpec, LinearSlot
+from .spec import BackboneSpec, BlockSpec, LinearSlot, single_mlp
 
 
 def _block_spec(index: int, stage: int, block: ConvNeXtBlock) -> BlockSpec:
@@ -21,8 +21,7 @@ def _block_spec(index: int, stage: int, block: ConvNeXtBlock) -> BlockSpec:
         attention=None,
         fc1=LinearSlot(block.mlp, "fc1", "fc1"),
         fc2=LinearSlot(block.mlp, "fc2", "fc2"),
-        mlp_parent=block,
-        mlp_attr="mlp",
+        mlp=single_mlp(block, "mlp"),
         norms=[block.norm],
     )
 

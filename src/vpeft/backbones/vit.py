@@ -6,7 +6,15 @@ from timm.layers import Attention, Mlp
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from ..errors import UnsupportedBackboneError
-from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot, pre_norm_block
+from .spec import (
+    AttentionSpec,
+    BackboneSpec,
+    BlockSpec,
+    LinearSlot,
+    ModuleSite,
+    TokenPath,
+    pre_norm_block,
+)
 
 
 def _fused_qkv_slots(attn: Attention) -> tuple[LinearSlot, LinearSlot, LinearSlot]:
@@ -69,4 +77,10 @@ def describe_vit(model: VisionTransformer) -> BackboneSpec:
         final_norms=finals,
         stage_dims=[model.embed_dim],
         token_layout="sequence",
+        tokens=TokenPath(
+            entry=ModuleSite(model, "norm_pre"),
+            blocks=model.blocks,
+            exit=ModuleSite(model, "norm"),
+            prompt_at=model.num_prefix_tokens,
+        ),
     )

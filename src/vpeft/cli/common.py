@@ -39,7 +39,9 @@ BackboneOpt = Annotated[
     typer.Option(
         "--backbone",
         "-b",
-        help="timm model name, e.g. vit_base_patch16_224 (random weights unless --weights).",
+        help="timm model name, e.g. vit_base_patch16_224 (random weights unless --weights); "
+        "hf:<ModelClass>[:key=value,...] (transformers, e.g. hf:ViTModel) or a folder with "
+        "config.json.",
     ),
 ]
 MethodOpt = Annotated[

@@ -49,7 +49,9 @@ def install_linear(ctx: InstallContext, cfg: NoOptions) -> None:
 
 
 def install_full(ctx: InstallContext, cfg: NoOptions) -> None:
-    ctx.train(ctx.model)
+    """Every parameter of the backbone's feature path (and the head)."""
+    unused = {id(p) for m in ctx.spec.unused for p in m.parameters()}
+    ctx.train(*(p for p in ctx.model.parameters() if id(p) not in unused))
 
 
 def install_partial(ctx: InstallContext, cfg: PartialConfig) -> None:
@@ -65,8 +67,9 @@ def install_partial(ctx: InstallContext, cfg: PartialConfig) -> None:
 
 
 def _backbone_modules(ctx: InstallContext) -> list[nn.Module]:
-    head_ids = {id(m) for m in ctx.spec.classifier().modules()}
-    return [m for m in ctx.model.modules() if id(m) not in head_ids]
+    """Backbone modules on the feature path (neither the head nor `spec.unused`)."""
+    skip = ctx.spec.excluded_modules()
+    return [m for m in ctx.model.modules() if id(m) not in skip]
 
 
 def install_bitfit(ctx: InstallContext, cfg: NoOptions) -> None:

@@ -20,6 +20,12 @@ Trainable encoder parameters: Σ_blocks n_sites · (2·d·m + m + d), n_sites = 
 1 otherwise; d = block width, m = `bottleneck` or d // `reduction`.
 On ConvNeXt (no attention) the MLP-only methods apply (its MLP is a Linear pair on NHWC);
 Houlsby's `adapter` raises `UnsupportedBackboneError`.
+
+Sites come from the backbone description, so the placement is the paper's on every family:
+the attention site is `AttentionSpec.output_site` (timm: the attention module; transformers:
+the output projection, before dropout and the residual add); the MLP output is
+`MlpSpec.output` and a parallel branch is fed `MlpSpec.input`'s input — directly when the MLP is
+one module, through `core.taps` when it is split (ViLT, BridgeTower: `intermediate` → `output`).
 """
 
 from __future__ import annotations
@@ -30,22 +36,32 @@ from typing import Literal
 
 from torch import nn
 
-from ...backbones import BlockSpec
+from ...backbones import BlockSpec, ModuleSite
 from ...core.block_choice import LastBlocksConfig, adapted_blocks
 from ...core.config import option
 from ...core.context import InstallContext
 from ...core.registry import MethodInfo, register
+from ...core.taps import InputTap, TappedBranch
 from ...core.wrapper import AdaptedLayer
 from ...errors import UnsupportedBackboneError
 from .bottleneck import ACTIVATIONS, Bottleneck, ResidualBottleneck
 
 Site = Literal["attention", "mlp"]
 
-#: where each site lives in a block: (parent module, attribute name) of the wrapped sub-layer.
-SITES: dict[str, Callable[[BlockSpec], tuple[nn.Module, str]]] = {
-    "attention": lambda b: (b.attention.parent, b.attention.attr),  # type: ignore[union-attr]
-    "mlp": lambda b: (b.mlp_parent, b.mlp_attr),
+#: where each site's output (before the residual add) is produced in a block.
+SITES: dict[str, Callable[[BlockSpec], ModuleSite]] = {
+    "attention": lambda b: b.attention.output_site,  # type: ignore[union-attr]
+    "mlp": lambda b: b.mlp.output,
 }
+
+
+def _fed_input(block: BlockSpec, site: str, branch: nn.Module) -> nn.Module:
+    """A parallel branch for `site`, fed the sub-layer's input: as is when one module is the
+    whole sub-layer, else through an `InputTap` on the MLP's input module."""
+    if site != "mlp" or block.mlp.single:
+        return branch
+    tap = InputTap.wrap(block.mlp.input.parent, block.mlp.input.attr)
+    return TappedBranch(branch, tap)
 
 
 @dataclass
@@ -138,7 +154,7 @@ def bottleneck_installer(placement: Placement) -> Callable[[InstallContext, Adap
         for block in adapted_blocks(ctx, cfg.last_blocks):
             width, ref = cfg.width(block.dim), block.fc2.weight
             for site in placement.sites:
-                parent, attr = SITES[site](block)
+                where = SITES[site](block)
                 module = ctx.module(
                     kind,
                     block.dim,
@@ -148,9 +164,11 @@ def bottleneck_installer(placement: Placement) -> Callable[[InstallContext, Adap
                     cfg.dropout,
                     like=ref,
                 )
-                wrapper = AdaptedLayer.wrap(parent, attr)
-                attach = wrapper.add_parallel if placement.parallel else wrapper.add_sequential
-                attach(placement.key, module)
+                wrapper = AdaptedLayer.wrap(where.parent, where.attr)
+                if placement.parallel:
+                    wrapper.add_parallel(placement.key, _fed_input(block, site, module))
+                else:
+                    wrapper.add_sequential(placement.key, module)
                 ctx.train(module)
 
     return install

@@ -2,9 +2,12 @@
 
 Two ways to give a frozen transformer learnable context:
 
-- **tokens in the sequence** (ViT): `PromptInsertion` puts p tokens after the class/register
-  tokens, `PromptReplacement` swaps them for a block's own tokens at its input (VPT-deep), and
-  `PromptRemoval` drops them before the final norm so pooling sees the plain token layout;
+- **tokens in the sequence** (ViT, HF ViT / CLIP vision / ViLT, at the places the backbone's
+  `TokenPath` names): `PromptInsertion` puts p tokens after the class/register tokens (or after
+  the whole sequence), `MaskedPromptInsertion` also extends the key mask (ViLT),
+  `PromptReplacement` swaps them for a block's own tokens at its input (VPT-deep), and
+  `PromptRemoval` / `PromptRemovalAfter` drop them before the final norm (after the last block)
+  so pooling sees the plain token layout;
 - **extra keys/values** (Swin windows, PVT-v2 after the spatial reduction, prefix tuning
   everywhere): `ExtendedAttention` wraps a block's attention module and lets every query attend to
   keys/values supplied by its sources (`PromptKeyValues`, `PrefixKeyValues`).
@@ -54,18 +57,37 @@ def _splice(x: torch.Tensor, at: int, tokens: torch.Tensor, drop: int) -> torch.
     return torch.cat([x[:, :at], tokens, x[:, at + drop :]], dim=1)
 
 
-class PromptInsertion(nn.Module):
-    """`base` (e.g. ViT's `norm_pre`), then [x_prefix, P, x_patches] (VPT Eq. 1)."""
+def _position(at: int | None, length: int, span: int) -> int:
+    """Index of a `span`-token slice: `at`, or the last `span` tokens when `at` is None."""
+    return length - span if at is None else at
 
-    def __init__(self, base: nn.Module, prompts: PromptTokens, at: int) -> None:
+
+class PromptInsertion(ForwardsToWrapped):
+    """`base` (e.g. ViT's `norm_pre`, HF ViT's `embeddings`), then [x_prefix, P, x_rest] (VPT
+    Eq. 1); ``at=None`` appends the prompts after the whole sequence."""
+
+    def __init__(self, base: nn.Module, prompts: PromptTokens, at: int | None) -> None:
         super().__init__()
         self.base = base
         self.prompts = prompts
         self.at = at
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.base(x)
-        return _splice(x, self.at, self.prompts(x.shape[0], x.dtype), drop=0)
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        x = self.base(x, *args, **kwargs)
+        at = _position(self.at, x.shape[1], 0)
+        return _splice(x, at, self.prompts(x.shape[0], x.dtype), drop=0)
+
+
+class MaskedPromptInsertion(PromptInsertion):
+    """For an entry module returning ``(tokens, key_mask)`` (ViLT's embeddings): inserts the
+    prompts into the tokens and ones into the (B, N) mask, so every token attends to them."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x, mask = self.base(*args, **kwargs)
+        at = _position(self.at, x.shape[1], 0)
+        prompts = self.prompts(x.shape[0], x.dtype)
+        ones = torch.ones_like(mask[:, :1]).expand(-1, prompts.shape[1])
+        return _splice(x, at, prompts, drop=0), _splice(mask, at, ones, drop=0)
 
 
 class PromptReplacement(ForwardsToWrapped):
@@ -73,14 +95,15 @@ class PromptReplacement(ForwardsToWrapped):
 
     The previous block's `drop` prompt outputs (default: as many as this block's prompts) are
     discarded; ``drop=0`` inserts the prompts instead (the first prompted block when only the
-    last blocks are prompted). Extra block arguments pass through and the block's other
-    attributes and methods are reachable on the wrapper.
+    last blocks are prompted). ``at=None``: the prompts are the last tokens of the sequence.
+    Extra block arguments pass through and the block's other attributes and methods are
+    reachable on the wrapper.
     """
 
     WRAPPED = "block"
 
     def __init__(
-        self, block: nn.Module, prompts: PromptTokens, at: int, drop: int | None = None
+        self, block: nn.Module, prompts: PromptTokens, at: int | None, drop: int | None = None
     ) -> None:
         super().__init__()
         self.block = block
@@ -88,22 +111,36 @@ class PromptReplacement(ForwardsToWrapped):
         self.at = at
         self.drop = prompts.num_tokens if drop is None else drop
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         tokens = self.prompts(x.shape[0], x.dtype)
-        return self.block(_splice(x, self.at, tokens, drop=self.drop), *args, **kwargs)
+        at = _position(self.at, x.shape[1], self.drop)
+        return self.block(_splice(x, at, tokens, drop=self.drop), *args, **kwargs)
 
 
-class PromptRemoval(nn.Module):
-    """Drop the p prompt tokens at `at`, then `base` (the final norm, per token: same result)."""
+class PromptRemoval(ForwardsToWrapped):
+    """Drop the p prompt tokens at `at` (None: the last p), then `base` (the final norm, per
+    token: same result)."""
 
-    def __init__(self, base: nn.Module, at: int, num_tokens: int) -> None:
+    def __init__(self, base: nn.Module, at: int | None, num_tokens: int) -> None:
         super().__init__()
         self.base = base
         self.at = at
         self.num_tokens = num_tokens
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(_splice(x, self.at, x[:, :0], drop=self.num_tokens))
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        at = _position(self.at, x.shape[1], self.num_tokens)
+        return _splice(x, at, x[:, :0], drop=self.num_tokens)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.base(self.drop(x), *args, **kwargs)
+
+
+class PromptRemovalAfter(PromptRemoval):
+    """`base` (the last block, when no later module sees the whole sequence, e.g. CLIP
+    vision), then drop the p prompt tokens from its output."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.drop(self.base(x, *args, **kwargs))
 
 
 class PromptKeyValues(nn.Module):
@@ -184,8 +221,10 @@ class ExtendedAttention(ForwardsToWrapped):
             raise ConfigError(f"{name!r} keys/values are already installed in this attention layer")
         self.sources[name] = source
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # transformers layers may pass the input by keyword (CLIP: hidden_states=...)
+        x, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
         pairs = [source(self.ops) for source in self.sources.values()]
         k_extra = torch.cat([k for k, _ in pairs], dim=2)
         v_extra = torch.cat([v for _, v in pairs], dim=2)
-        return self.ops.forward_extra_kv(x, k_extra, v_extra, *args, **kwargs)
+        return self.ops.forward_extra_kv(x, k_extra, v_extra, *rest, **kwargs)

@@ -59,6 +59,6 @@ register(
         config=PrefixConfig,
         install=install_prefix,
         summary="learnable key/value prefixes in every attention layer",
-        backbones=("vit", "swin", "pvt_v2"),
+        backbones=("vit", "swin", "pvt_v2", "hf-vit", "hf-clip-vision", "hf-clip-text", "hf-vilt"),
     )
 )

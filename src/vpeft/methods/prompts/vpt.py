@@ -11,6 +11,9 @@ Pinned definition (spec/baselines.md, docs/methods/prompts.md):
   (every Swin window, zero bias and mask; PVT-v2 after the spatial reduction), projected by the
   frozen k/v layers; their query outputs are not computed. Shallow: the first block only (p·C₀);
   deep: every block (Σ_blocks p·C_stage).
+- transformers ViT / CLIP vision / ViLT — the same token method at the places the backbone's
+  `TokenPath` names: after the class token (ViT, CLIP vision after `pre_layrnorm`); ViLT after
+  the whole text + image sequence, with the key mask extended so every token sees the prompts.
 - ConvNeXt has no tokens: unsupported.
 - `last_blocks=N` prompts only the last N blocks (VQT Fig. 3b's low-memory regime): the prompts
   enter at the input of block L−N (shallow: there only), and the earlier blocks see no prompts.
@@ -34,16 +37,19 @@ from ...core.registry import MethodInfo, register
 from ...errors import ConfigError
 from .layers import (
     ExtendedAttention,
+    MaskedPromptInsertion,
     PromptInsertion,
     PromptKeyValues,
     PromptRemoval,
+    PromptRemovalAfter,
     PromptReplacement,
     PromptTokens,
     prompt_init_bound,
 )
 
 PAPER = "Jia et al., Visual Prompt Tuning, ECCV 2022"
-BACKBONES = ("vit", "swin", "pvt_v2")
+BACKBONES = ("vit", "swin", "pvt_v2", "hf-vit", "hf-clip-vision", "hf-vilt")
+KEY_VALUE_FAMILIES = ("swin", "pvt_v2")
 
 
 @dataclass
@@ -64,27 +70,35 @@ def _new_prompts(
     return ctx.module(PromptTokens, cfg.num_tokens, width, bound, cfg.dropout, like=like)
 
 
-def install_vit_tokens(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
-    """ViT: insert after `norm_pre` (or at the first prompted block's input), replace at every
-    later block input (deep), drop at `norm`."""
-    model, spec = ctx.model, ctx.spec
-    if isinstance(model.norm, PromptRemoval):  # every ViT install (shallow, deep, last_blocks)
-        raise ConfigError("prompt tokens are already installed in this ViT; apply VPT only once")
-    at, width = spec.num_prefix_tokens, spec.embed_dim
+def install_token_prompts(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
+    """Token-sequence backbones (through `spec.tokens`): insert at the entry (or at the first
+    prompted block's input), replace at every later block input (deep), drop at the exit."""
+    spec, path = ctx.spec, ctx.spec.tokens
+    assert path is not None
+    if isinstance(path.exit.module, PromptRemoval):  # every install (shallow, deep, last_blocks)
+        raise ConfigError("prompt tokens are already installed in this model; apply VPT only once")
+    at, width, blocks = path.prompt_at, spec.embed_dim, path.blocks
     like = spec.blocks[0].attention.q.weight
     start = first_adapted_block(ctx, cfg.last_blocks)
+    if start > 0 and path.entry_with_mask:
+        raise ConfigError(
+            f"VPT with last_blocks on {spec.family}: the attention mask is built from the "
+            "embeddings' key mask, so prompts must enter there; use last_blocks=0"
+        )
     first = _new_prompts(ctx, cfg, width, like)
     if start == 0:
-        model.norm_pre = PromptInsertion(model.norm_pre, first, at)
+        insertion = MaskedPromptInsertion if path.entry_with_mask else PromptInsertion
+        setattr(path.entry.parent, path.entry.attr, insertion(path.entry.module, first, at))
     else:
-        model.blocks[start] = PromptReplacement(model.blocks[start], first, at, drop=0)
+        blocks[start] = PromptReplacement(blocks[start], first, at, drop=0)
     ctx.train(first, weight_decay=False)
     if deep:
-        for i in range(start + 1, len(model.blocks)):
+        for i in range(start + 1, len(blocks)):
             prompts = _new_prompts(ctx, cfg, width, like)
-            model.blocks[i] = PromptReplacement(model.blocks[i], prompts, at)
+            blocks[i] = PromptReplacement(blocks[i], prompts, at)
             ctx.train(prompts, weight_decay=False)
-    model.norm = PromptRemoval(model.norm, at, cfg.num_tokens)
+    removal = PromptRemovalAfter if path.exit_after else PromptRemoval
+    setattr(path.exit.parent, path.exit.attr, removal(path.exit.module, at, cfg.num_tokens))
 
 
 def install_key_value_prompts(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
@@ -100,18 +114,15 @@ def install_key_value_prompts(ctx: InstallContext, cfg: VptConfig, deep: bool) -
         ctx.train(source, weight_decay=False)
 
 
-_INSTALLERS = {
-    "vit": install_vit_tokens,
-    "swin": install_key_value_prompts,
-    "pvt_v2": install_key_value_prompts,
-}
-
-
 def install_vpt(ctx: InstallContext, cfg: VptConfig, deep: bool) -> None:
-    """Install VPT-shallow (`deep=False`) or VPT-deep (`deep=True`)."""
+    """Install VPT-shallow (`deep=False`) or VPT-deep (`deep=True`): prompt tokens in the
+    sequence where the backbone has a token path, else extra keys/values (Swin, PVT-v2)."""
     ctx.require_attention()
-    ctx.require_family(*_INSTALLERS)
-    _INSTALLERS[ctx.spec.family](ctx, cfg, deep)
+    ctx.require_family(*BACKBONES)
+    if ctx.spec.family in KEY_VALUE_FAMILIES:
+        install_key_value_prompts(ctx, cfg, deep)
+    else:
+        install_token_prompts(ctx, cfg, deep)
 
 
 for _name, _deep, _summary in (

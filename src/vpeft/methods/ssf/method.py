@@ -69,7 +69,7 @@ def _positions(root: nn.Module, skip: set[int]) -> Iterator[tuple[nn.Module, str
 
 def ssf_targets(ctx: InstallContext, convs: str) -> list[tuple[nn.Module, str, nn.Module]]:
     """Positions SSF follows: Linear, LayerNorm, and the patch-embedding (or every) Conv2d."""
-    head = {id(m) for m in ctx.spec.classifier().modules()}
+    head = ctx.spec.excluded_modules()
     patch_convs = [m for m in ctx.spec.patch_embed.modules() if isinstance(m, nn.Conv2d)]
     patch_conv = patch_convs[0] if patch_convs else None
 

@@ -73,17 +73,17 @@ class Head2ToeFeatures(nn.Module):
         outputs = [
             module
             for b in blocks
-            for module in (b.module.norm1, getattr(b.attention.parent, b.attention.attr))  # type: ignore[union-attr]
+            for module in (b.norms[0], b.attention.output_site.module)  # type: ignore[union-attr]
         ]
         hidden = [b.fc2.module for b in blocks]
-        mlps = [getattr(b.mlp_parent, b.mlp_attr) for b in blocks]
+        mlps = [b.mlp.output.module for b in blocks]
         with (
             capture_inputs(first, self._pool) as z0,
             capture_outputs(outputs, self._pool) as norm_attn,
             capture_inputs(hidden, self._pool) as mlp_hidden,
             capture_outputs(mlps, self._pool) as mlp_out,
         ):
-            self.spec.model.forward_features(x)
+            self.spec.features(x)
         groups = list(z0)
         for m in range(len(blocks)):
             groups += [norm_attn[2 * m], norm_attn[2 * m + 1], mlp_hidden[m], mlp_out[m]]

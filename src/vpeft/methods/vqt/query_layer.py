@@ -34,8 +34,8 @@ def query_block(
     branch beside the MLP) act on the query rows as they act on the real tokens.
     """
     m = block.module
-    q, _, _ = ops.qkv(m.norm1(tokens))
+    norm1, norm2 = block.norms
+    q, _, _ = ops.qkv(norm1(tokens))
     attended = attend(q, keys, values, ops.scale, dropout=ops.dropout_p())
     h = tokens + m.drop_path1(m.ls1(ops.output(attended)))
-    mlp = getattr(block.mlp_parent, block.mlp_attr)
-    return h + m.drop_path2(m.ls2(mlp(m.norm2(h))))
+    return h + m.drop_path2(m.ls2(block.mlp.output.module(norm2(h))))

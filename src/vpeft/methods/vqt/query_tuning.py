@@ -121,12 +121,11 @@ class QueryTuning(nn.Module):
 
         Without autograd (and compact keys/values) unless a backbone parameter trains.
         """
-        model = self.spec.model
         adapt = torch.is_grad_enabled() and self.backbone_trains()
         slots = [b.attention.q.module for b in self.spec.blocks]  # type: ignore[union-attr]
         keep = self._keys_values if adapt else self._compact_keys_values
         with torch.set_grad_enabled(adapt), capture_outputs(slots, keep) as keys_values:
-            final = model.forward_head(model.forward_features(x), pre_logits=True)
+            final = self.spec.features(x)
         return final, keys_values
 
     def _keys_values(self, index: int, fused: torch.Tensor) -> KeysValues:
