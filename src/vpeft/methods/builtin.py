@@ -9,3 +9,4 @@ from .spt import method as _spt  # noqa: F401
 from .ssf import method as _ssf  # noqa: F401
 from .vqt import head2toe_method as _head2toe  # noqa: F401
 from .vqt import method as _vqt  # noqa: F401
+from .hyper import method as _hyper  # noqa: F401
