@@ -2,6 +2,8 @@
 
 from . import selective  # noqa: F401
 from .adapters import method as _adapters  # noqa: F401
+from .hyper import method as _hyper  # noqa: F401
+from .kronecker import method as _kronecker  # noqa: F401
 from .lora import method as _lora  # noqa: F401
 from .prompts import prefix as _prefix  # noqa: F401
 from .prompts import vpt as _vpt  # noqa: F401
@@ -9,4 +11,3 @@ from .spt import method as _spt  # noqa: F401
 from .ssf import method as _ssf  # noqa: F401
 from .vqt import head2toe_method as _head2toe  # noqa: F401
 from .vqt import method as _vqt  # noqa: F401
-from .hyper import method as _hyper  # noqa: F401

@@ -63,7 +63,7 @@ def kronecker_sum(templates: torch.Tensor, kernels: torch.Tensor) -> torch.Tenso
 
     Entry ``[a·s' + x, b·s'' + y] = Σ_i templates[i, a, b] · kernels[i, x, y]`` (the row-major
     layout of `torch.kron`)."""
-    s, a, b = templates.shape
+    _, a, b = templates.shape
     _, x, y = kernels.shape
     return torch.einsum("iab,ixy->axby", templates, kernels).reshape(a * x, b * y)
 
@@ -71,6 +71,6 @@ def kronecker_sum(templates: torch.Tensor, kernels: torch.Tensor) -> torch.Tenso
 def kronecker_sum_vector(templates: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """Biases and norm parameters combined the same way: ``Σ_i templates[i] ⊗ kernels[i]``;
     (s, a) and (s, x) -> (a·x,), entry ``[a·x' + j] = Σ_i templates[i, a] · kernels[i, j]``."""
-    s, a = templates.shape
+    _, a = templates.shape
     _, x = kernels.shape
     return torch.einsum("ia,ix->ax", templates, kernels).reshape(a * x)
