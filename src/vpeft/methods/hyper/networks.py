@@ -30,8 +30,11 @@ class _TaskIndexed(nn.Module):
         object.__setattr__(self, "_state", state)  # a plain reference, not a submodule
 
     def task_embedding(self, task: str | None = None) -> torch.Tensor:
-        """The embedding V^t of `task` (default: the active task)."""
-        name = task if task is not None else self._state.require()
+        """The embedding V^t of `task` (default: the active task; a single-task model runs its
+        backbone without activating the task)."""
+        name = task if task is not None else self._state.current
+        if name is None:
+            name = self.task_names[0] if len(self.task_names) == 1 else self._state.require()
         return self.task_embeddings[self.task_names.index(name)]
 
 
