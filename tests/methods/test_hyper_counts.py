@@ -95,3 +95,12 @@ def test_pvt_small_rows(pvt_small) -> None:
     # (scales s = d / 64 = 1/2/5/8); see docs/methods/polyhistor.md
     assert summary(pvt_small, "polyhistor-lite", reduction=1).trainable_encoder == 460_826
     assert summary(pvt_small, "polyhistor-lite", reduction=32).trainable_encoder == 199_136
+
+
+def test_cli_params_counts_multi_task_methods_once() -> None:
+    """`vpeft params --tasks 4` installs a multi-task method once for the four tasks."""
+    from vpeft.cli.params import multi_task_counts
+
+    counts = multi_task_counts("swin_tiny_patch4_window7_224", "polyhistor", None, 10, 4, None)
+    assert counts["trainable_encoder"] == 6_410_684
+    assert counts["head"] == 4 * (768 * 10 + 10)
