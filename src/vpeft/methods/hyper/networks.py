@@ -9,14 +9,20 @@ per task per forward, never per image — and apply them (`adapter_forward`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ...core.task_switch import TaskState
 from ..adapters.bottleneck import ACTIVATIONS
-from .functional import AdapterWeights, adapter_forward, kronecker_sum, kronecker_sum_vector
+from .functional import (
+    AdapterWeights,
+    adapter_forward,
+    adapter_shapes,
+    kronecker_sum,
+    kronecker_sum_vector,
+)
 from .generators import TaskProjector, TensorGenerator
 
 
@@ -58,8 +64,6 @@ class LayerHypernet(_TaskIndexed):
         zero_init: bool,
     ) -> None:
         super().__init__(state, embedding_dim)
-        from .functional import adapter_shapes
-
         self.block_of = {key: block for key, (block, *_rest) in layers.items()}
         self.projectors = nn.ModuleDict(
             {
@@ -137,8 +141,6 @@ class LiteHypernet(_TaskIndexed):
         zero_init: bool,
     ) -> None:
         super().__init__(state, embedding_dim)
-        from .functional import adapter_shapes
-
         self.scales = dict(scales)
         self.offsets: dict[str, int] = {}
         rows = 0
@@ -193,7 +195,3 @@ class GeneratedAdapter(nn.Module):
 def layer_key(block_index: int, site: str) -> str:
     """Name of an adapter in the hypernetwork: ``b<block>_<site>`` (e.g. ``b3_mlp``)."""
     return f"b{block_index}_{site}"
-
-
-def sites_of(keys: Sequence[str]) -> list[str]:
-    return [k.split("_", 1)[1] for k in keys]
