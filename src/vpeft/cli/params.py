@@ -3,18 +3,23 @@
 `--tasks N` counts N independent task copies of a single-task method sharing one frozen
 backbone: every trained tensor (encoder part and head) is stored N times, the frozen backbone
 once, so trainable, trainable_encoder and head scale by N and
-total = (total − trainable) + N · trainable. Multi-task methods that share trained tensors across
-tasks (e.g. Polyhistor's hypernetworks) need their own rule when they arrive.
+total = (total − trainable) + N · trainable. Multi-task methods (``MethodInfo.multi_task``:
+Hyperformer, Polyhistor, Polyhistor-Lite) share their trained tensors across tasks: they are
+built once with N classification tasks and counted as they are (task embeddings N times, the
+hypernetworks once, N heads).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..model import Summary
+from ..core.registry import get_method
+from ..model import Summary, apply
+from ..tasks import ClassificationTask
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -22,10 +27,12 @@ from .common import (
     NumClassesOpt,
     OptsOpt,
     WeightsOpt,
+    build_backbone,
     build_model,
     console,
     emit_json,
     handles_errors,
+    parse_opts,
 )
 
 TasksOpt = Annotated[
@@ -45,6 +52,28 @@ def task_counts(summary: Summary, tasks: int) -> dict[str, int]:
     }
 
 
+def multi_task_counts(
+    backbone: str,
+    method: str,
+    opt: list[str] | None,
+    num_classes: int,
+    tasks: int,
+    weights: Path | None,
+) -> dict[str, int]:
+    """Counts of a multi-task method installed once for `tasks` classification tasks."""
+    options = parse_opts(opt)
+    get_method(method).config.from_options(options)  # fail fast, before building the backbone
+    task_list = [ClassificationTask(f"task{i + 1}", num_classes=num_classes) for i in range(tasks)]
+    pm = apply(build_backbone(backbone, weights, None), method, tasks=task_list, **options)
+    s = pm.summary()
+    return {
+        "trainable": s.trainable,
+        "trainable_encoder": s.trainable_encoder,
+        "head": s.head,
+        "total": s.total,
+    }
+
+
 @handles_errors
 def params(
     backbone: BackboneOpt,
@@ -61,8 +90,12 @@ def params(
     papers usually quote trainable_encoder. The default 1000-class head matches timm's
     ImageNet models, so total equals timm's figure for methods that add nothing.
     """
-    pm = build_model(backbone, method, opt, num_classes, weights)
-    counts = task_counts(pm.summary(), tasks)
+    if tasks > 1 and get_method(method).multi_task:
+        counts = multi_task_counts(backbone, method, opt, num_classes, tasks, weights)
+    else:
+        counts = task_counts(
+            build_model(backbone, method, opt, num_classes, weights).summary(), tasks
+        )
     if json_out:
         emit_json(counts)
         return

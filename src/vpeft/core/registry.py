@@ -26,6 +26,9 @@ class MethodInfo:
     install: Callable[[InstallContext, MethodConfig], None]
     summary: str
     backbones: tuple[str, ...] | None = None  # supported families; None = every family
+    #: multi-task method (hypernetworks): installed once for all tasks, never copied per task;
+    #: its modules read the active task (``reads_task = True``)
+    multi_task: bool = False
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
