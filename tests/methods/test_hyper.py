@@ -269,8 +269,13 @@ def test_attention_sites_need_attention() -> None:
 
 def test_single_task_model_works() -> None:
     pm = vpeft.apply(tiny_swin(0), "polyhistor-lite", num_classes=3)
-    assert not pm.is_task_specific
-    assert pm(images()).shape == (2, 3)
+    assert pm.is_task_specific  # the generated adapters read the (only) task
+    with torch.no_grad():
+        out = pm(images())
+        with pm.task_state.active("main"):
+            direct = pm.heads["main"](pm.model(images()))
+    assert out.shape == (2, 3)
+    torch.testing.assert_close(out, direct, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("method", METHODS)

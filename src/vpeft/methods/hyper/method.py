@@ -150,8 +150,8 @@ def _placements(ctx: InstallContext, cfg: HyperformerConfig) -> list[tuple]:
 def _insert(ctx: InstallContext, net: nn.Module, places: list[tuple], cfg: HyperformerConfig):
     piece = ctx.method.replace("-", "_")
     for block, site, key in places:
-        parent, attr = SITES[site](block)
-        AdaptedLayer.wrap(parent, attr).add_sequential(
+        where = SITES[site](block)
+        AdaptedLayer.wrap(where.parent, where.attr).add_sequential(
             piece, GeneratedAdapter(net, key, cfg.activation)
         )
 

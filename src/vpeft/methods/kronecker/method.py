@@ -112,8 +112,8 @@ def install_phm(ctx: InstallContext, cfg: PHMConfig) -> None:
             module = ctx.module(
                 PHMAdapter, block.dim, n, cfg.hypercomplex, rank, cfg.activation, rule, like=ref
             )
-            parent, attr = SITES[site](block)
-            AdaptedLayer.wrap(parent, attr).add_sequential(piece, module)
+            where = SITES[site](block)
+            AdaptedLayer.wrap(where.parent, where.attr).add_sequential(piece, module)
             ctx.train(module)
 
 
