@@ -268,7 +268,7 @@ def test_attention_sites_need_attention() -> None:
 
 
 def test_single_task_model_works() -> None:
-    pm = vpeft.apply(tiny_swin(0), "polyhistor-lite", num_classes=3)
+    pm = vpeft.apply(tiny_swin(0), "polyhistor-lite", num_classes=3).eval()
     assert pm.is_task_specific  # the generated adapters read the (only) task
     with torch.no_grad():
         out = pm(images())
