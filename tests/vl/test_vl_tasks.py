@@ -103,6 +103,7 @@ def test_nlvr2_loss_and_accuracy_by_hand():
     logits = torch.tensor([[0.0, math.log(3.0)], [1.0, 0.0]])
     labels = torch.tensor([1, 1])
     loss, n = task.loss(logits, labels)
+    assert n == 2
     assert loss.item() == pytest.approx(-math.log(0.75) - math.log(1 / (1 + math.e)), rel=1e-6)
     (metric,) = task.metrics()
     metric.update(logits, labels)
@@ -113,6 +114,7 @@ def test_itm_loss_and_pair_recall_by_hand():
     task = RetrievalTask("itm", num_images=2, num_texts=3)
     scores = torch.tensor([0.0, math.log(3.0)])
     loss, n = task.loss(scores, {"label": torch.tensor([1, 0])})
+    assert n == 2
     assert loss.item() == pytest.approx(math.log(2) - math.log(0.25), rel=1e-6)
     # texts 0, 1 describe image 0, text 2 describes image 1
     sim = torch.tensor([[0.9, 0.1, 0.5], [0.8, 0.3, 0.2]])
@@ -186,6 +188,7 @@ def test_zero_shot_logits_loss_and_base_to_new():
         logits, torch.tensor([[100.0, 0.0], [100 / math.sqrt(2), 100 / math.sqrt(2)]])
     )
     loss, n = task.loss(logits, torch.tensor([0, 1]))
+    assert n == 2
     expected = -F.log_softmax(torch.tensor([100.0, 0.0]), 0)[0] + math.log(2)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     new = task.with_classes(["green star", "red star", "blue circle"])
