@@ -59,14 +59,12 @@ def _join(parts: list[str]) -> str:
 def _counts(scenes: Scenes, i: int) -> dict[str, int]:
     """Counts of scene ``i`` keyed by what they count: ``objects``, colour names, shape plurals,
     size names."""
-    occ = scenes.shape[i] >= 0
-    out = {"objects": int(occ.sum())}
-    for k, name in enumerate(COLOURS):
-        out[name] = int((scenes.colour[i] == k).sum())
-    for k, name in enumerate(SHAPE_PLURALS):
-        out[name] = int((scenes.shape[i] == k).sum())
-    for k, name in enumerate(SIZES):
-        out[name] = int((scenes.size[i] == k).sum())
+    out = dict.fromkeys(("objects", *COLOURS, *SHAPE_PLURALS, *SIZES), 0)
+    for _, shape, colour, size in scenes.objects(i):
+        out["objects"] += 1
+        out[COLOURS[colour]] += 1
+        out[SHAPE_PLURALS[shape]] += 1
+        out[SIZES[size]] += 1
     return out
 
 
@@ -82,8 +80,18 @@ def _has(scenes: Scenes, i: int, colour: int | None, shape: int | None) -> bool:
 # --------------------------------------------------------------------------- questions
 
 
-def ask(rng: np.random.Generator, scenes: Scenes, i: int, qtype: str) -> tuple[str, str]:
-    """A question of type ``qtype`` about scene ``i`` and its exact answer (in `ANSWERS`)."""
+def ask(rng: np.random.Generator, scenes: Scenes, i: int, qtype: str) -> tuple[str, str, str]:
+    """A question of type ``qtype`` about scene ``i``, its exact answer (in `ANSWERS`) and its
+    type (``"where"`` falls back to ``"count"`` when no colour-shape pair of the scene is
+    unique, since the question would be ambiguous)."""
+    question, answer = _ask(rng, scenes, i, qtype)
+    if not question:
+        qtype = "count"
+        question, answer = _ask(rng, scenes, i, qtype)
+    return question, answer, qtype
+
+
+def _ask(rng: np.random.Generator, scenes: Scenes, i: int, qtype: str) -> tuple[str, str]:
     objects = scenes.objects(i)
     cell, shape, colour, size = objects[rng.integers(len(objects))]
     pos = POSITIONS[cell]
@@ -125,6 +133,8 @@ def ask(rng: np.random.Generator, scenes: Scenes, i: int, qtype: str) -> tuple[s
     if qtype == "where":
         pairs = [(o[2], o[1]) for o in objects]
         unique = [o for o in objects if pairs.count((o[2], o[1])) == 1]
+        if not unique:
+            return "", ""
         cell, shape, colour, _ = unique[rng.integers(len(unique))]
         return f"where is the {COLOURS[colour]} {SHAPES[shape]}?", POSITIONS[cell]
     raise ValueError(f"unknown question type {qtype!r}; types: {QUESTION_TYPES}")
@@ -165,7 +175,16 @@ def _more(s: Scenes, pair: tuple[int, int]) -> list[Candidate]:
              left[key] > right[key]) for key in _COUNT_KEYS]  # fmt: skip
 
 
+def _present(s: Scenes, i: int) -> set[tuple[int | None, int | None]]:
+    """(colour, shape), (colour, None) and (None, shape) of every object of scene ``i``."""
+    out: set[tuple[int | None, int | None]] = set()
+    for _, shape, colour, _ in s.objects(i):
+        out.update({(colour, shape), (colour, None), (None, shape)})
+    return out
+
+
 def _both(s: Scenes, pair: tuple[int, int]) -> list[Candidate]:
+    present = [_present(s, i) for i in pair]
     out = []
     for c in [*range(len(COLOURS)), None]:
         for sh in [*range(len(SHAPES)), None]:
@@ -173,14 +192,15 @@ def _both(s: Scenes, pair: tuple[int, int]) -> list[Candidate]:
                 continue
             noun = f"{COLOURS[c]} " if c is not None else ""
             noun += SHAPES[sh] if sh is not None else "object"
-            truth = all(_has(s, i, c, sh) for i in pair)
+            truth = all((c, sh) in p for p in present)
             out.append((f"both images contain a {noun}.", truth))
     return out
 
 
 def _one_image(s: Scenes, pair: tuple[int, int]) -> list[Candidate]:
+    present = [_present(s, i) for i in pair]
     return [(f"exactly one image contains a {COLOURS[c]} {SHAPES[sh]}.",
-             sum(_has(s, i, c, sh) for i in pair) == 1)
+             sum((c, sh) in p for p in present) == 1)
             for c in range(len(COLOURS)) for sh in range(len(SHAPES))]  # fmt: skip
 
 
@@ -191,9 +211,10 @@ def _total(s: Scenes, pair: tuple[int, int]) -> list[Candidate]:
 
 
 def _at(s: Scenes, pair: tuple[int, int]) -> list[Candidate]:
+    colour_at = [s.colour[i].tolist() for i in pair]
     return [(f"the {side} image has a {COLOURS[c]} object at the {POSITIONS[cell]}.",
-             bool(s.colour[i, cell] == c))
-            for side, i in zip(_SIDES, pair, strict=True)
+             colour_at[j][cell] == c)
+            for j, side in enumerate(_SIDES)
             for c in range(len(COLOURS)) for cell in range(len(POSITIONS))]  # fmt: skip
 
 

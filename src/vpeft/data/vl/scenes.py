@@ -114,12 +114,24 @@ def _background(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return R.mix(base, other, np.clip(g, 0.0, 1.0).astype(F32))
 
 
+_CHUNK = 256  # images rendered at once (keeps the float buffers in cache)
+
+
 def render_scenes(
     rng: np.random.Generator, scenes: Scenes, size: int = IMAGE_SIZE, noise: float = 0.02
 ) -> np.ndarray:
     """Render ``scenes`` as uint8 ``(n, size, size, 3)``: each object centred in its cell with a
     small random offset that keeps it inside the cell, a random rotation and a radius drawn in
-    its size's range."""
+    its size's range. Rendered in chunks of `_CHUNK` scenes, in order, from one generator."""
+    n = len(scenes)
+    out = np.empty((n, size, size, 3), dtype=np.uint8)
+    for start in range(0, n, _CHUNK):
+        part = slice(start, min(start + _CHUNK, n))
+        out[part] = _render_chunk(rng, scenes[part], size, noise)
+    return out
+
+
+def _render_chunk(rng: np.random.Generator, scenes: Scenes, size: int, noise: float) -> np.ndarray:
     n = len(scenes)
     image = _background(rng, n, size)
     cell = size / GRID

@@ -90,9 +90,13 @@ def load_tokenizer(path: str | Path | None = None) -> Any:
         )
     try:
         return PreTrainedTokenizerFast(
-            tokenizer_file=str(file), pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-            sep_token="[SEP]", mask_token="[MASK]",
-        )  # fmt: skip
+            tokenizer_file=str(file),
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
     except Exception as exc:  # the tokenizers parser raises plain Exceptions
         raise DatasetError(f"cannot read tokenizer file {file}: {exc}") from None
 
@@ -100,6 +104,12 @@ def load_tokenizer(path: str | Path | None = None) -> Any:
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, Any]:
     """Tokenize ``texts`` padded / truncated to ``max_length``: int64 tensors ``input_ids``,
     ``attention_mask``, ``token_type_ids`` of shape ``(len(texts), max_length)``."""
-    out = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
-                    return_tensors="pt", return_token_type_ids=True)  # fmt: skip
+    out = tokenizer(
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+        return_token_type_ids=True,
+    )
     return {k: out[k].long() for k in ("input_ids", "attention_mask", "token_type_ids")}
