@@ -133,8 +133,12 @@ def _gen_nlvr2(split: str, n: int, rng: np.random.Generator) -> dict[str, np.nda
     }
 
 
+#: Retrieval scenes hold at most four objects so that every caption fits ViLT's 40 text tokens.
+RETRIEVAL_MAX_OBJECTS = 4
+
+
 def _gen_retrieval(split: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    scenes = _sample(rng, n)
+    scenes = _sample(rng, n, max_objects=RETRIEVAL_MAX_OBJECTS)
     captions = [c for i in range(n) for c in L.describe(rng, scenes, i)]
     owner = np.repeat(np.arange(n, dtype=np.int64), L.CAPTIONS_PER_IMAGE)
     return {
