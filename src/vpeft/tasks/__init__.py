@@ -21,6 +21,14 @@ from .metrics import (
     VQAScore,
     recall_at_k,
 )
+from .vl import (
+    ContrastiveRetrievalTask,
+    Nlvr2Task,
+    RetrievalTask,
+    VqaTask,
+    ZeroShotClassificationTask,
+    base_to_new,
+)
 
 __all__ = [
     "PASCAL_MT_TASKS",
@@ -28,13 +36,16 @@ __all__ = [
     "BinaryMIoU",
     "ClassificationTask",
     "ConfusionMIoU",
+    "ContrastiveRetrievalTask",
     "DenseHead",
     "FeatureInfo",
     "MaxFMeasure",
     "Metric",
+    "Nlvr2Task",
     "NormalsError",
     "NormalsTask",
     "RetrievalRecall",
+    "RetrievalTask",
     "SaliencyTask",
     "SegmentationTask",
     "SetrPupDecoder",
@@ -42,6 +53,9 @@ __all__ = [
     "Task",
     "TopKAccuracy",
     "VQAScore",
+    "VqaTask",
+    "ZeroShotClassificationTask",
+    "base_to_new",
     "delta_m",
     "pascal_mt_tasks",
     "recall_at_k",

@@ -1,3 +1,3 @@
 """Importing this module registers every task kind shipped with vpeft."""
 
-from . import classification, dense  # noqa: F401
+from . import classification, dense, vl  # noqa: F401
