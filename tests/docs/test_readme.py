@@ -28,3 +28,19 @@ def test_readme_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert pm.summary().trainable_encoder == 12 * 2 * 8 * (768 + 768)  # LoRA r=8 on q, v
     assert type(plain).__name__ == "VisionTransformer"
     assert "lora" in capsys.readouterr().out
+
+
+def test_readme_multitask_block_runs() -> None:
+    block = next(b for b in _python_blocks() if "pascal_mt_tasks" in b)
+    namespace: dict = {}
+    exec(compile("import vpeft\n" + block, "README.md", "exec"), namespace)
+    summary = namespace["mt"].summary()
+    swin_t_widths = 2 * 96 + 2 * 192 + 6 * 384 + 2 * 768  # Σ_blocks d
+    assert summary.encoder_per_task == 4 * 2 * 4 * (2 * swin_t_widths)  # 4 tasks × LoRA r4 q,v
+    biases = sum(  # every bias the backbone owns (wrappers own none of their own)
+        m._parameters["bias"].numel()
+        for m in namespace["mt"].model.modules()
+        if m._parameters.get("bias") is not None
+    )
+    assert summary.encoder_shared == biases
+    assert summary.tasks == 4 and summary.head == 2_549_024  # the spec's decoders + out-norms
