@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from . import __version__, adapter_info
@@ -19,6 +18,7 @@ from .backbones.calls import (
     Inputs,
     classifier_factory,
     feature_maps,
+    pixel_values,
     pooled_features,
     reattach_classifier,
 )
@@ -141,7 +141,7 @@ class PeftModel(nn.Module):
         if unknown:
             raise ConfigError(f"unknown task(s) {unknown}; the model's tasks: {list(self.tasks)}")
         if self.forward_override is not None:
-            return {names[0]: self.forward_override(_image(inputs))} if names else {}
+            return {names[0]: self.forward_override(pixel_values(inputs))} if names else {}
         if not self.is_task_specific:
             features = self._features(inputs, {self.tasks[t].features for t in names})
             return {t: self._head(t, features, inputs) for t in names}
@@ -307,12 +307,6 @@ class PeftModel(nn.Module):
             reattach_classifier(target, head, only.num_classes)
         target.requires_grad_(False)
         return target
-
-
-def _image(inputs: Inputs) -> torch.Tensor:
-    from .backbones.calls import pixel_values
-
-    return pixel_values(inputs)
 
 
 _FEATURES = {"pooled": pooled_features, "maps": feature_maps}
