@@ -205,7 +205,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
         url,
         heartbeat_interval=heartbeat_s,
         grace_period=grace_s,
-        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
             max_retry=MAX_RETRY
         ),
         **kwargs,

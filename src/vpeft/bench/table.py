@@ -25,6 +25,8 @@ from statistics import fmean, stdev
 from typing import Any
 
 PPT_C = 1e7
+#: Column order of the groups (VTAB-1k's, then FGVC, then anything else by name).
+GROUP_ORDER = ("natural", "specialized", "structured", "fgvc")
 
 
 def ppt(accuracy: float, trainable: float, c: float = PPT_C) -> float:
@@ -101,7 +103,8 @@ def build_rows(records: Iterable[dict[str, Any]], metric: str = "test_top1") -> 
         tasks.setdefault(r["labels"]["task"], r["labels"].get("group", "other"))
         by_method.setdefault(r["labels"]["method"], []).append(r)
     groups: dict[str, list[str]] = {}
-    for task, group in tasks.items():
+    rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+    for task, group in sorted(tasks.items(), key=lambda tg: (rank.get(tg[1], len(rank)), tg[0])):
         groups.setdefault(group, []).append(task)
     rows = []
     for method, recs in by_method.items():
