@@ -48,8 +48,13 @@ def figure_bytes(rows: Sequence[MethodRow], axis: str, fmt: str, title: str = ""
         ax.annotate(r.method, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     front = pareto_front([(x, y) for _, x, y in pts])
     if len(front) > 1:
-        ax.plot([pts[i][1] for i in front], [pts[i][2] for i in front], "k--", lw=1,
-                label="Pareto front")  # fmt: skip
+        ax.plot(
+            [pts[i][1] for i in front],
+            [pts[i][2] for i in front],
+            "k--",
+            lw=1,
+            label="Pareto front",
+        )
     ax.set_xscale("log")
     ax.set_xlabel(f"{label}, log scale")
     ax.set_ylabel("accuracy (%), mean of group means")
@@ -63,8 +68,9 @@ def figure_bytes(rows: Sequence[MethodRow], axis: str, fmt: str, title: str = ""
     return buffer.getvalue()
 
 
-def write_plots(rows: Sequence[MethodRow], out_dir: Path, axes: Sequence[str] = tuple(AXES),
-                title: str = "") -> list[Path]:  # fmt: skip
+def write_plots(
+    rows: Sequence[MethodRow], out_dir: Path, axes: Sequence[str] = tuple(AXES), title: str = ""
+) -> list[Path]:
     """``accuracy_vs_<axis>.png`` and ``.svg`` for every axis; the written paths."""
     paths = []
     for axis in axes:

@@ -24,13 +24,33 @@ from ..errors import ConfigError
 
 #: The 19 VTAB-1k tasks (folder names of the common VTAB-1k release) and their groups.
 VTAB_GROUPS: dict[str, str] = {
-    **{t: "natural" for t in ("cifar", "caltech101", "dtd", "oxford_flowers102",
-                              "oxford_iiit_pet", "svhn", "sun397")},
-    **{t: "specialized" for t in ("patch_camelyon", "eurosat", "resisc45",
-                                  "diabetic_retinopathy")},
-    **{t: "structured" for t in ("clevr_count", "clevr_dist", "dmlab", "kitti", "dsprites_loc",
-                                 "dsprites_ori", "smallnorb_azi", "smallnorb_ele")},
-}  # fmt: skip
+    **{
+        t: "natural"
+        for t in (
+            "cifar",
+            "caltech101",
+            "dtd",
+            "oxford_flowers102",
+            "oxford_iiit_pet",
+            "svhn",
+            "sun397",
+        )
+    },
+    **{t: "specialized" for t in ("patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy")},
+    **{
+        t: "structured"
+        for t in (
+            "clevr_count",
+            "clevr_dist",
+            "dmlab",
+            "kitti",
+            "dsprites_loc",
+            "dsprites_ori",
+            "smallnorb_azi",
+            "smallnorb_ele",
+        )
+    },
+}
 FGVC_GROUPS: dict[str, str] = {t: "fgvc" for t in FGVC_IMAGE_DIRS}
 
 
@@ -65,15 +85,38 @@ class Protocol:
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
-        Protocol("vtab-1k", "vtab", "train800", "val200", "train800val200", "test", VTAB_GROUPS,
-                 "VTAB-1k: grid on train800 -> val200, final train800val200 -> test"),
-        Protocol("fgvc", "fgvc", "train", "val", "trainval", "test", FGVC_GROUPS,
-                 "FGVC: grid on train -> val, final trainval -> test"),
-        Protocol("synthetic", "synthetic", "train800", "val200", "train800val200", "test",
-                 dict(synthetic.TARGET_TASKS),
-                 "vpeft's synthetic VTAB-like suite with the VTAB-1k protocol"),
+        Protocol(
+            "vtab-1k",
+            "vtab",
+            "train800",
+            "val200",
+            "train800val200",
+            "test",
+            VTAB_GROUPS,
+            "VTAB-1k: grid on train800 -> val200, final train800val200 -> test",
+        ),
+        Protocol(
+            "fgvc",
+            "fgvc",
+            "train",
+            "val",
+            "trainval",
+            "test",
+            FGVC_GROUPS,
+            "FGVC: grid on train -> val, final trainval -> test",
+        ),
+        Protocol(
+            "synthetic",
+            "synthetic",
+            "train800",
+            "val200",
+            "train800val200",
+            "test",
+            dict(synthetic.TARGET_TASKS),
+            "vpeft's synthetic VTAB-like suite with the VTAB-1k protocol",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def get_protocol(name: str) -> Protocol:
@@ -100,13 +143,24 @@ class MethodPreset:
 # --- papers (ViT-B/16, VTAB-1k and FGVC) ---------------------------------------------------
 #: spec/spt.md "Training protocol used by the paper": AdamW, batch 64, 100 epochs, cosine with
 #: 10 warm-up epochs (warm-up lr 1e-6, min lr 1e-5), lr 1e-3, weight decay 1e-4.
-SPT_TRAIN: dict[str, Any] = {"optimizer": "adamw", "batch_size": 64, "epochs": 100,
-                             "warmup_epochs": 10.0, "warmup_lr": 1e-6, "min_lr": 1e-5}  # fmt: skip
+SPT_TRAIN: dict[str, Any] = {
+    "optimizer": "adamw",
+    "batch_size": 64,
+    "epochs": 100,
+    "warmup_epochs": 10.0,
+    "warmup_lr": 1e-6,
+    "min_lr": 1e-5,
+}
 #: spec/vqt.md "Training protocol of the reference": Adam (coupled L2), batch 128, 100 epochs,
 #: cosine with 10 warm-up epochs stepped per epoch; lr {1, .5, .25, .1, .05} × batch/256,
 #: wd {0.01, 0.001, 1e-4, 0}.
-VQT_TRAIN: dict[str, Any] = {"optimizer": "adam", "batch_size": 128, "epochs": 100,
-                             "warmup_epochs": 10.0, "schedule_unit": "epoch"}  # fmt: skip
+VQT_TRAIN: dict[str, Any] = {
+    "optimizer": "adam",
+    "batch_size": 128,
+    "epochs": 100,
+    "warmup_epochs": 10.0,
+    "schedule_unit": "epoch",
+}
 VQT_LR_GRID = tuple(v * 128 / 256 for v in (1.0, 0.5, 0.25, 0.1, 0.05))
 VQT_WD_GRID = (0.01, 0.001, 1e-4, 0.0)
 _SPT = "spec/spt.md (SPT protocol; baselines.md definitions)"
@@ -137,8 +191,10 @@ SYNTHETIC_TRAIN: dict[str, Any] = {"optimizer": "adamw", "batch_size": 32, "warm
 _SYN = "vpeft.bench.demo.RECIPES (val200-selected, benchmarks/demo_hparams.py)"
 _PEFT_GRID = (3e-3, 1e-2, 3e-2)
 _SYNTHETIC_GRIDS: dict[str, tuple[float, ...]] = {
-    "linear": (1e-2, 3e-2, 1e-1), "full": (3e-4, 1e-3, 3e-3), "vpt-deep": (3e-3, 1e-2, 3e-2, 1e-1),
-}  # fmt: skip
+    "linear": (1e-2, 3e-2, 1e-1),
+    "full": (3e-4, 1e-3, 3e-3),
+    "vpt-deep": (3e-3, 1e-2, 3e-2, 1e-1),
+}
 
 
 def _synthetic_presets() -> dict[str, MethodPreset]:
@@ -149,8 +205,14 @@ def _synthetic_presets() -> dict[str, MethodPreset]:
         train = {**SYNTHETIC_TRAIN, "epochs": r.epochs}
         grid = _SYNTHETIC_GRIDS.get(name, _PEFT_GRID)
         out[name] = MethodPreset(name, dict(r.options), train, grid, (r.weight_decay,), _SYN)
-    out["vqt"] = MethodPreset("vqt", {"num_queries": 1}, {**SYNTHETIC_TRAIN, "epochs": 5},
-                              _PEFT_GRID, (1e-4,), "VQT T=1 (spec/vqt.md), demo lr grid")  # fmt: skip
+    out["vqt"] = MethodPreset(
+        "vqt",
+        {"num_queries": 1},
+        {**SYNTHETIC_TRAIN, "epochs": 5},
+        _PEFT_GRID,
+        (1e-4,),
+        "VQT T=1 (spec/vqt.md), demo lr grid",
+    )
     return out
 
 
@@ -163,8 +225,14 @@ def preset_for(protocol: str, method: str) -> MethodPreset:
         raise ConfigError(f"unknown method {method!r}; see `vpeft methods`")
     if protocol == "synthetic":
         presets = _synthetic_presets()
-        fallback = MethodPreset(method, {}, {**SYNTHETIC_TRAIN, "epochs": 5}, (1e-2,), (1e-4,),
-                                "untuned: synthetic defaults")  # fmt: skip
+        fallback = MethodPreset(
+            method,
+            {},
+            {**SYNTHETIC_TRAIN, "epochs": 5},
+            (1e-2,),
+            (1e-4,),
+            "untuned: synthetic defaults",
+        )
     else:
         presets = PAPER_PRESETS
         fallback = MethodPreset(method, {}, SPT_TRAIN, source="untuned: SPT protocol defaults")

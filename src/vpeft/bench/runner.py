@@ -172,7 +172,9 @@ def execute(
         if tracker is not None:
             tracker.close()
     adapter = work_dir / ADAPTER_NAME
-    n_train = len(inputs["train"][1]) if isinstance(inputs["train"], tuple) else len(inputs["train"])
+    n_train = (
+        len(inputs["train"][1]) if isinstance(inputs["train"], tuple) else len(inputs["train"])
+    )
     return {
         "spec": spec,
         "hashes": {

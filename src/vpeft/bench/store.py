@@ -33,7 +33,8 @@ cannot corrupt each other. Query examples without vpeft::
 
     jq -s 'map({method: .spec.method, task: .labels.task, top1: .metrics.test_top1})' \\
         store/runs/*.json
-    python -c "import json,glob; print([json.load(open(f))['metrics'] for f in glob.glob('store/runs/*.json')])"
+    import glob, json, pandas
+    df = pandas.json_normalize([json.load(open(f)) for f in glob.glob("store/runs/*.json")])
 """
 
 from __future__ import annotations

@@ -86,8 +86,9 @@ def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any],
     extra = cfg.method_overrides.get(method, {})
     unknown = set(extra) - {"options", "train", "lr", "wd"}
     if unknown:
-        raise ConfigError(f"method override keys {sorted(unknown)} for {method}: use "
-                          "options, train, lr, wd")  # fmt: skip
+        raise ConfigError(
+            f"method override keys {sorted(unknown)} for {method}: use options, train, lr, wd"
+        )
     preset = with_overrides(
         preset_for(cfg.protocol, method),
         extra.get("options"),
@@ -108,11 +109,21 @@ def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any],
     return spec, preset
 
 
-def with_run(spec: dict[str, Any], lr: float, wd: float, seed: int, train_split: str,
-             eval_splits: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+def with_run(
+    spec: dict[str, Any],
+    lr: float,
+    wd: float,
+    seed: int,
+    train_split: str,
+    eval_splits: dict[str, str],
+) -> dict[str, Any]:
     train = {**spec["train"], "lr": float(lr), "weight_decay": float(wd), "seed": int(seed)}
-    return {**spec, "train": dict(sorted(train.items())), "train_split": train_split,
-            "eval_splits": eval_splits}  # fmt: skip
+    return {
+        **spec,
+        "train": dict(sorted(train.items())),
+        "train_split": train_split,
+        "eval_splits": eval_splits,
+    }
 
 
 def build_plan(cfg: SweepConfig) -> dict[str, Any]:
@@ -124,15 +135,27 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
         spec, preset = base_spec(cfg, method, task)
         grid = [list(p) for p in itertools.product(preset.lr_grid, preset.wd_grid)]
         select = (
-            [with_run(spec, lr, wd, cfg.seeds[0], protocol.select_train,
-                      {"val": protocol.select_eval}) for lr, wd in grid]
-            if len(grid) > 1 else []
-        )  # fmt: skip
-        units.append({
-            "unit": f"{method}/{task}", "method": method, "task": task,
-            "group": protocol.group_of(task), "grid": grid, "select": select, "base": spec,
-            "source": preset.source,
-        })  # fmt: skip
+            [
+                with_run(
+                    spec, lr, wd, cfg.seeds[0], protocol.select_train, {"val": protocol.select_eval}
+                )
+                for lr, wd in grid
+            ]
+            if len(grid) > 1
+            else []
+        )
+        units.append(
+            {
+                "unit": f"{method}/{task}",
+                "method": method,
+                "task": task,
+                "group": protocol.group_of(task),
+                "grid": grid,
+                "select": select,
+                "base": spec,
+                "source": preset.source,
+            }
+        )
     return {"name": cfg.name, "protocol": cfg.protocol, "seeds": list(cfg.seeds), "units": units}
 
 
@@ -165,9 +188,15 @@ def choose(unit: dict[str, Any], store: ResultStore) -> tuple[float, float] | No
 
 
 def labels_of(plan: dict[str, Any], unit: dict[str, Any], stage: str) -> dict[str, Any]:
-    return {"sweeps": [plan["name"]], "protocol": plan["protocol"], "stage": stage,
-            "method": unit["method"], "task": unit["task"], "group": unit["group"],
-            "unit": unit["unit"]}  # fmt: skip
+    return {
+        "sweeps": [plan["name"]],
+        "protocol": plan["protocol"],
+        "stage": stage,
+        "method": unit["method"],
+        "task": unit["task"],
+        "group": unit["group"],
+        "unit": unit["unit"],
+    }
 
 
 def planned_runs(plan: dict[str, Any], store: ResultStore) -> list[tuple[dict, dict]]:
@@ -221,8 +250,13 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def create_sweep(cfg: SweepConfig, store: ResultStore, storage_url: str | None = None,
-                 heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> dict[str, Any]:  # fmt: skip
+def create_sweep(
+    cfg: SweepConfig,
+    store: ResultStore,
+    storage_url: str | None = None,
+    heartbeat_s: int = HEARTBEAT_S,
+    grace_s: int = GRACE_S,
+) -> dict[str, Any]:
     """Create (or re-open, for resuming) the study of `cfg` and enqueue what is missing."""
     optuna = require_optuna()
     _quiet_optuna()
@@ -321,8 +355,9 @@ def work(
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        raise ConfigError(f"no sweep {study_name!r} in {storage_url}; start it with "
-                          "`vpeft bench run`") from None  # fmt: skip
+        raise ConfigError(
+            f"no sweep {study_name!r} in {storage_url}; start it with `vpeft bench run`"
+        ) from None
     plan = study.user_attrs["plan"]
     store = ResultStore(store_root or study.user_attrs["store"])
     report = WorkerReport()
@@ -340,15 +375,26 @@ def work(
         if on_run:
             on_run(key, labels, "start")
         try:
-            record = execute(spec, store.work_dir(key), device=device, log=log,
-                             run_name=f"{labels['unit']}/{labels['stage']}/{key}")  # fmt: skip
+            record = execute(
+                spec,
+                store.work_dir(key),
+                device=device,
+                log=log,
+                run_name=f"{labels['unit']}/{labels['stage']}/{key}",
+            )
         except OutputError as err:  # another worker holds this run's folder
             raise optuna.TrialPruned(str(err)) from None
         except VpeftError:
             report.failed.append(key)
             raise
-        record.update({"key": key, "labels": labels, "status": "done",
-                       "trial": {"study": study_name, "number": trial.number}})  # fmt: skip
+        record.update(
+            {
+                "key": key,
+                "labels": labels,
+                "status": "done",
+                "trial": {"study": study_name, "number": trial.number},
+            }
+        )
         store.put(record)
         report.trained.append(key)
         if on_run:
@@ -376,8 +422,20 @@ def work(
 
 def spawn_workers(n: int, study: str, storage: str, store: str, extra: list[str]) -> list:
     """Start `n` ``vpeft bench worker`` processes (same Python, same environment)."""
-    cmd = [sys.executable, "-m", "vpeft.cli.main", "bench", "worker", "--study", study,
-           "--storage", storage, "--store", store, *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vpeft.cli.main",
+        "bench",
+        "worker",
+        "--study",
+        study,
+        "--storage",
+        storage,
+        "--store",
+        store,
+        *extra,
+    ]
     return [subprocess.Popen(cmd, env=dict(os.environ)) for _ in range(n)]
 
 

@@ -182,16 +182,32 @@ def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[
     tasks = [t for g in rows[0].groups.values() for t in g]
     group_names = list(rows[0].groups)
     dm = delta_m_of(rows, reference) if reference else {}
-    header = ["method", *tasks, *[f"{g} mean" for g in group_names], "mean of group means",
-              "mean of all tasks", "trainable encoder (M)", "trainable all (M)", "PPT", "seeds"]  # fmt: skip
+    header = [
+        "method",
+        *tasks,
+        *[f"{g} mean" for g in group_names],
+        "mean of group means",
+        "mean of all tasks",
+        "trainable encoder (M)",
+        "trainable all (M)",
+        "PPT",
+        "seeds",
+    ]
     if dm:
         header.append(f"Δm vs {reference} (%)")
     out = [header]
     for r in rows:
-        line = [r.method, *[r.cells[t].text() for t in tasks],
-                *[_fmt(r.group_mean(g)) for g in group_names], _fmt(r.mean_of_groups),
-                _fmt(r.mean_all), f"{r.trainable_encoder / 1e6:.4f}", f"{r.trainable / 1e6:.4f}",
-                _fmt(r.ppt, 2), str(r.seeds)]  # fmt: skip
+        line = [
+            r.method,
+            *[r.cells[t].text() for t in tasks],
+            *[_fmt(r.group_mean(g)) for g in group_names],
+            _fmt(r.mean_of_groups),
+            _fmt(r.mean_all),
+            f"{r.trainable_encoder / 1e6:.4f}",
+            f"{r.trainable / 1e6:.4f}",
+            _fmt(r.ppt, 2),
+            str(r.seeds),
+        ]
         if dm:
             line.append(_fmt(dm.get(r.method), 2))
         out.append(line)
@@ -219,16 +235,41 @@ def to_csv(lines: list[list[str]]) -> str:
 
 def long_rows(rows: Sequence[MethodRow]) -> list[list[Any]]:
     """Numbers for spreadsheets: one line per (method, task) and per (method, average)."""
-    out: list[list[Any]] = [["method", "task", "group", "mean", "sd", "n", "trainable_encoder",
-                             "trainable", "ppt"]]  # fmt: skip
+    out: list[list[Any]] = [
+        ["method", "task", "group", "mean", "sd", "n", "trainable_encoder", "trainable", "ppt"]
+    ]
     for r in rows:
         for group, tasks in r.groups.items():
             for t in tasks:
                 c = r.cells[t]
-                out.append([r.method, t, group, c.mean if c.values else None, c.sd,
-                            len(c.values), r.trainable_encoder, r.trainable, None])  # fmt: skip
-        for name, value in (("mean of group means", r.mean_of_groups),
-                            ("mean of all tasks", r.mean_all)):  # fmt: skip
-            out.append([r.method, name, "", value, None, r.seeds, r.trainable_encoder,
-                        r.trainable, r.ppt if name == "mean of group means" else None])  # fmt: skip
+                out.append(
+                    [
+                        r.method,
+                        t,
+                        group,
+                        c.mean if c.values else None,
+                        c.sd,
+                        len(c.values),
+                        r.trainable_encoder,
+                        r.trainable,
+                        None,
+                    ]
+                )
+        for name, value in (
+            ("mean of group means", r.mean_of_groups),
+            ("mean of all tasks", r.mean_all),
+        ):
+            out.append(
+                [
+                    r.method,
+                    name,
+                    "",
+                    value,
+                    None,
+                    r.seeds,
+                    r.trainable_encoder,
+                    r.trainable,
+                    r.ppt if name == "mean of group means" else None,
+                ]
+            )
     return out

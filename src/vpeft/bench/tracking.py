@@ -28,9 +28,11 @@ def _scalars(record: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in record.items()
-        if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)
+        if k != "epoch"
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
         and math.isfinite(float(v))
-    }  # fmt: skip
+    }
 
 
 def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -22,23 +22,34 @@ from ..atomic import atomic_write_text
 from ..errors import ConfigError, DatasetError
 from .common import JsonOpt, console, emit_json, handles_errors, parse_opts
 
-app = typer.Typer(help="Sweeps under the papers' protocols, a result store, tables and plots.",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Sweeps under the papers' protocols, a result store, tables and plots.",
+    no_args_is_help=True,
+)
 _err = Console(stderr=True)
 DEFAULT_STORE = Path("vpeft-bench")
 
-StoreOpt = Annotated[Path, typer.Option("--store", help="result store folder (see "
-                                        "vpeft.bench.store for its format).")]  # fmt: skip
+StoreOpt = Annotated[
+    Path,
+    typer.Option("--store", help="result store folder (see vpeft.bench.store for its format)."),
+]
 ListOpt = Annotated[str | None, typer.Option(show_default=False)]
 LogOpt = Annotated[
     str | None,
     typer.Option("--log", help="offline logging per run: tensorboard[:DIR] or mlflow[:URI]."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")]
-HeartbeatOpt = Annotated[int, typer.Option("--heartbeat", min=1, help="seconds between a "
-                                           "running trial's heartbeats.")]  # fmt: skip
-GraceOpt = Annotated[int, typer.Option("--grace", min=1, help="seconds without a heartbeat "
-                                       "after which a run counts as lost and is re-queued.")]  # fmt: skip
+HeartbeatOpt = Annotated[
+    int, typer.Option("--heartbeat", min=1, help="seconds between a running trial's heartbeats.")
+]
+GraceOpt = Annotated[
+    int,
+    typer.Option(
+        "--grace",
+        min=1,
+        help="seconds without a heartbeat after which a run counts as lost and is re-queued.",
+    ),
+]
 
 
 def _split(text: str | None, kind: type = str) -> list[Any] | None:
@@ -47,8 +58,9 @@ def _split(text: str | None, kind: type = str) -> list[Any] | None:
     try:
         return [kind(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"cannot read {text!r} as a comma-separated list of {kind.__name__}") \
-            from None  # fmt: skip
+        raise ConfigError(
+            f"cannot read {text!r} as a comma-separated list of {kind.__name__}"
+        ) from None
 
 
 def _method_opts(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -63,44 +75,83 @@ def _method_opts(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def _print_report(report: Any, title: str) -> None:
-    _err.print(f"{title}: trained {len(report.trained)}, reused {len(report.reused)}, "
-               f"failed {len(report.failed)}; complete: {report.complete}", highlight=False)  # fmt: skip
+    _err.print(
+        f"{title}: trained {len(report.trained)}, reused {len(report.reused)}, "
+        f"failed {len(report.failed)}; complete: {report.complete}",
+        highlight=False,
+    )
 
 
 @app.command("run")
 @handles_errors
 def run_command(
-    name: Annotated[str | None, typer.Option(help="sweep name (default: the config file's "
-                                             "stem).", show_default=False)] = None,  # fmt: skip
-    config: Annotated[Path | None, typer.Option(help="sweep file (.toml, .json or .yaml; keys: "
-                      "vpeft.bench.sweep.SweepConfig).", show_default=False)] = None,  # fmt: skip
-    protocol: Annotated[str | None, typer.Option(help="vtab-1k, fgvc or synthetic (default).",
-                                                 show_default=False)] = None,  # fmt: skip
+    name: Annotated[
+        str | None,
+        typer.Option(help="sweep name (default: the config file's stem).", show_default=False),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="sweep file (.toml, .json or .yaml; keys: vpeft.bench.sweep.SweepConfig).",
+            show_default=False,
+        ),
+    ] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="vtab-1k, fgvc or synthetic (default).", show_default=False)
+    ] = None,
     methods: ListOpt = None,
     tasks: ListOpt = None,
     seeds: ListOpt = None,
     backbone: Annotated[str | None, typer.Option(show_default=False)] = None,
     weights: Annotated[str | None, typer.Option(show_default=False)] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder of one sub-folder per task "
-                         "(vtab-1k, fgvc).", show_default=False)] = None,  # fmt: skip
-    lr: Annotated[str | None, typer.Option(help="lr grid for every method, e.g. 1e-3,3e-3 "
-                  "(default: each method's preset).", show_default=False)] = None,  # fmt: skip
-    wd: Annotated[str | None, typer.Option(help="weight-decay grid for every method.",
-                                           show_default=False)] = None,  # fmt: skip
+    data_root: Annotated[
+        str | None,
+        typer.Option(help="folder of one sub-folder per task (vtab-1k, fgvc).", show_default=False),
+    ] = None,
+    lr: Annotated[
+        str | None,
+        typer.Option(
+            help="lr grid for every method, e.g. 1e-3,3e-3 (default: each method's preset).",
+            show_default=False,
+        ),
+    ] = None,
+    wd: Annotated[
+        str | None, typer.Option(help="weight-decay grid for every method.", show_default=False)
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
-    train_opt: Annotated[list[str] | None, typer.Option("--train-opt", help="TrainConfig "
-                         "KEY=VALUE for every method, repeatable.")] = None,  # fmt: skip
-    opt: Annotated[list[str] | None, typer.Option("--opt", help="METHOD.KEY=VALUE method "
-                   "option, repeatable (e.g. lora.rank=8).")] = None,  # fmt: skip
-    limit_train: Annotated[int | None, typer.Option(min=1, help="use only the first N training "
-                           "images (smoke tests).", show_default=False)] = None,  # fmt: skip
-    limit_eval: Annotated[int | None, typer.Option(min=1, help="use only the first N val/test "
-                          "images (smoke tests).", show_default=False)] = None,  # fmt: skip
+    train_opt: Annotated[
+        list[str] | None,
+        typer.Option("--train-opt", help="TrainConfig KEY=VALUE for every method, repeatable."),
+    ] = None,
+    opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--opt", help="METHOD.KEY=VALUE method option, repeatable (e.g. lora.rank=8)."
+        ),
+    ] = None,
+    limit_train: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="use only the first N training images (smoke tests).", show_default=False
+        ),
+    ] = None,
+    limit_eval: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="use only the first N val/test images (smoke tests).", show_default=False
+        ),
+    ] = None,
     store: StoreOpt = DEFAULT_STORE,
-    storage: Annotated[str | None, typer.Option(help="Optuna RDB URL shared by the workers "
-                       "(default: sqlite:///<store>/sweep.db).", show_default=False)] = None,  # fmt: skip
-    workers: Annotated[int, typer.Option(min=1, help="local worker processes (this one "
-                                         "included).")] = 1,  # fmt: skip
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna RDB URL shared by the workers (default: sqlite:///<store>/sweep.db).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="local worker processes (this one included).")
+    ] = 1,
     device: DeviceOpt = "auto",
     log: LogOpt = None,
     heartbeat: HeartbeatOpt = 30,
@@ -120,10 +171,19 @@ def run_command(
         train["epochs"] = epochs
         train.setdefault("warmup_epochs", 0.0 if epochs <= 1 else min(1.0, epochs - 1))
     limit = {k: v for k, v in (("train", limit_train), ("eval", limit_eval)) if v} or None
-    cli = {"name": name, "protocol": protocol, "methods": _split(methods),
-           "tasks": _split(tasks), "seeds": _split(seeds, int), "backbone": backbone,
-           "weights": weights, "data_root": data_root, "lr": _split(lr, float),
-           "wd": _split(wd, float), "limit": limit}  # fmt: skip
+    cli = {
+        "name": name,
+        "protocol": protocol,
+        "methods": _split(methods),
+        "tasks": _split(tasks),
+        "seeds": _split(seeds, int),
+        "backbone": backbone,
+        "weights": weights,
+        "data_root": data_root,
+        "lr": _split(lr, float),
+        "wd": _split(wd, float),
+        "limit": limit,
+    }
     if config is not None:
         cfg = load_config(config, **cli)
     else:
@@ -138,8 +198,11 @@ def run_command(
     info = create_sweep(cfg, result_store, storage, heartbeat, grace)
     if not json_out:
         runs = sum(len(u["select"]) + len(cfg.seeds) for u in info["plan"]["units"])
-        _err.print(f"sweep {cfg.name}: {len(info['plan']['units'])} (method, task) units, "
-                   f"{runs} runs; storage {info['storage']}", highlight=False)  # fmt: skip
+        _err.print(
+            f"sweep {cfg.name}: {len(info['plan']['units'])} (method, task) units, "
+            f"{runs} runs; storage {info['storage']}",
+            highlight=False,
+        )
     extra = ["--device", device, "--heartbeat", str(heartbeat), "--grace", str(grace)]
     if log:
         extra += ["--log", log]
@@ -147,18 +210,34 @@ def run_command(
 
     def progress(key: str, labels: dict[str, Any], state: str) -> None:
         if not json_out:
-            _err.print(f"[{state}] {labels['unit']} {labels['stage']} {key}", highlight=False,
-                       markup=False)  # fmt: skip
+            _err.print(
+                f"[{state}] {labels['unit']} {labels['stage']} {key}", highlight=False, markup=False
+            )
 
-    report = work(cfg.name, info["storage"], str(result_store.root), device=device, log=log,
-                  heartbeat_s=heartbeat, grace_s=grace, on_run=progress)  # fmt: skip
+    report = work(
+        cfg.name,
+        info["storage"],
+        str(result_store.root),
+        device=device,
+        log=log,
+        heartbeat_s=heartbeat,
+        grace_s=grace,
+        on_run=progress,
+    )
     codes = [p.wait() for p in procs]
     from ..bench.sweep import is_complete
 
     complete = is_complete(info["plan"], result_store)
-    summary = {"sweep": cfg.name, "store": str(store), "storage": info["storage"],
-               "complete": complete, "trained_here": report.trained, "reused": report.reused,
-               "failed": report.failed, "worker_exit_codes": codes}  # fmt: skip
+    summary = {
+        "sweep": cfg.name,
+        "store": str(store),
+        "storage": info["storage"],
+        "complete": complete,
+        "trained_here": report.trained,
+        "reused": report.reused,
+        "failed": report.failed,
+        "worker_exit_codes": codes,
+    }
     if json_out:
         emit_json(summary)
         return
@@ -174,8 +253,14 @@ def run_command(
 def worker_command(
     study: Annotated[str, typer.Option("--study", help="sweep name.")],
     storage: Annotated[str, typer.Option("--storage", help="the sweep's Optuna RDB URL.")],
-    store: Annotated[Path | None, typer.Option("--store", help="result store (default: the "
-                     "one the sweep was created with).", show_default=False)] = None,  # fmt: skip
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store",
+            help="result store (default: the one the sweep was created with).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     log: LogOpt = None,
     heartbeat: HeartbeatOpt = 30,
@@ -187,11 +272,25 @@ def worker_command(
     storage and the store are reachable)."""
     from ..bench.sweep import work
 
-    report = work(study, storage, str(store) if store else None, device=device, log=log,
-                  heartbeat_s=heartbeat, grace_s=grace, max_runs=max_runs)  # fmt: skip
+    report = work(
+        study,
+        storage,
+        str(store) if store else None,
+        device=device,
+        log=log,
+        heartbeat_s=heartbeat,
+        grace_s=grace,
+        max_runs=max_runs,
+    )
     if json_out:
-        emit_json({"trained": report.trained, "reused": report.reused, "failed": report.failed,
-                   "complete": report.complete})  # fmt: skip
+        emit_json(
+            {
+                "trained": report.trained,
+                "reused": report.reused,
+                "failed": report.failed,
+                "complete": report.complete,
+            }
+        )
         return
     _print_report(report, f"worker on {study}")
 
@@ -204,8 +303,11 @@ def _rows(store: Path, sweep: str | None) -> list[Any]:
         raise ConfigError(f"{store} is not a result store (no runs/ folder)")
     rows = build_rows(ResultStore(store).records(sweep=sweep))
     if not rows:
-        raise ConfigError(f"no finished final runs in {store}" + (f" for sweep {sweep!r}"
-                          if sweep else "") + "; run `vpeft bench run` first")  # fmt: skip
+        raise ConfigError(
+            f"no finished final runs in {store}"
+            + (f" for sweep {sweep!r}" if sweep else "")
+            + "; run `vpeft bench run` first"
+        )
     return rows
 
 
@@ -233,12 +335,18 @@ def _show_table(store: Any, sweep: str | None, reference: str | None, out: Path 
 @handles_errors
 def table_command(
     store: StoreOpt = DEFAULT_STORE,
-    sweep: Annotated[str | None, typer.Option(help="only this sweep's runs.",
-                                              show_default=False)] = None,  # fmt: skip
-    reference: Annotated[str | None, typer.Option(help="method that Δm (dense multi-task) is "
-                         "measured against.", show_default=False)] = None,  # fmt: skip
-    out: Annotated[Path | None, typer.Option(help="write table.md and table.csv here.",
-                                             show_default=False)] = None,  # fmt: skip
+    sweep: Annotated[
+        str | None, typer.Option(help="only this sweep's runs.", show_default=False)
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="method that Δm (dense multi-task) is measured against.", show_default=False
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="write table.md and table.csv here.", show_default=False)
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Per-task mean ± sd over seeds, group means, both VTAB-1k averages, parameters, PPT."""
@@ -259,7 +367,9 @@ def plot_command(
     out: Annotated[Path, typer.Option("--out", help="folder for the PNG and SVG files.")],
     store: StoreOpt = DEFAULT_STORE,
     sweep: Annotated[str | None, typer.Option(show_default=False)] = None,
-    axes: Annotated[str, typer.Option(help="any of params, memory, flops.")] = "params,memory,flops",
+    axes: Annotated[
+        str, typer.Option(help="any of params, memory, flops.")
+    ] = "params,memory,flops",
     json_out: JsonOpt = False,
 ) -> None:
     """Accuracy against trainable parameters / training memory / FLOPs, with the Pareto front."""
@@ -280,10 +390,13 @@ def plot_command(
 @handles_errors
 def reproduce_command(
     paper: Annotated[str, typer.Argument(help="spt, vqt, polyhistor or apt.")],
-    data_root: Annotated[Path, typer.Option(help="folder holding the datasets (see --help of "
-                         "vpeft.bench.reproduce).")] = Path("data"),  # fmt: skip
-    weights_dir: Annotated[Path, typer.Option(help="folder holding the pretrained weights.")]
-    = Path("weights"),  # fmt: skip
+    data_root: Annotated[
+        Path,
+        typer.Option(help="folder holding the datasets (see --help of vpeft.bench.reproduce)."),
+    ] = Path("data"),
+    weights_dir: Annotated[
+        Path, typer.Option(help="folder holding the pretrained weights.")
+    ] = Path("weights"),
     check_only: Annotated[bool, typer.Option(help="only list what is present / missing.")] = False,
     store: StoreOpt = DEFAULT_STORE,
     workers: Annotated[int, typer.Option(min=1)] = 1,
@@ -291,9 +404,25 @@ def reproduce_command(
     limit_train: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
     limit_eval: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
     device: DeviceOpt = "auto",
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="override the paper's backbone (with its weights file), e.g. for a miniature run.",
+            show_default=False,
+        ),
+    ] = None,
+    methods: ListOpt = None,
+    tasks: ListOpt = None,
+    seeds: ListOpt = None,
+    lr: ListOpt = None,
+    wd: ListOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the data and weights a paper's table needs, check them, and run the table."""
+    """List the data and weights a paper's table needs, check them, and run the table.
+
+    --backbone / --methods / --tasks / --seeds / --lr / --wd replace the paper's choices (a
+    smaller run on the same data and layout); by default the paper's table is run in full.
+    """
     from ..bench.reproduce import check, get_paper, sweep_configs
     from ..bench.store import ResultStore
     from ..bench.sweep import create_sweep, is_complete, spawn_workers, work
@@ -306,8 +435,12 @@ def reproduce_command(
         for col in ("kind", "name", "present", "problem / how to get it"):
             table.add_column(col)
         for s in status:
-            table.add_row(s["kind"], s["name"], "yes" if s["present"] else "[red]no[/red]",
-                          "" if s["present"] else f"{s['problem']}; {s['how']}")  # fmt: skip
+            table.add_row(
+                s["kind"],
+                s["name"],
+                "yes" if s["present"] else "[red]no[/red]",
+                "" if s["present"] else f"{s['problem']}; {s['how']}",
+            )
         Console(stderr=True, width=160).print(table)
     if missing:
         raise DatasetError(
@@ -324,11 +457,21 @@ def reproduce_command(
     limit = {k: v for k, v in (("train", limit_train), ("eval", limit_eval)) if v} or None
     result_store = ResultStore(store)
     done = {}
-    for cfg in sweep_configs(p, data_root, weights_dir, limit=limit):
+    over = {
+        "limit": limit,
+        "backbone": backbone,
+        "methods": _split(methods),
+        "tasks": _split(tasks),
+        "seeds": _split(seeds, int),
+        "lr": _split(lr, float),
+        "wd": _split(wd, float),
+    }
+    for cfg in sweep_configs(p, data_root, weights_dir, **over):
         cfg.train = {**cfg.train, **train}
         info = create_sweep(cfg, result_store)
-        procs = spawn_workers(workers - 1, cfg.name, info["storage"], str(result_store.root),
-                              ["--device", device])  # fmt: skip
+        procs = spawn_workers(
+            workers - 1, cfg.name, info["storage"], str(result_store.root), ["--device", device]
+        )
         work(cfg.name, info["storage"], str(result_store.root), device=device)
         for proc in procs:
             proc.wait()
@@ -341,4 +484,3 @@ def reproduce_command(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="bench")
-
