@@ -303,13 +303,15 @@ def enqueue_missing(study: Any, plan: dict[str, Any], store: ResultStore) -> int
 def enqueue_ready_finals(study: Any, plan: dict[str, Any], store: ResultStore) -> int:
     """Enqueue the final runs of units whose selection just completed (once, over all workers)."""
     added = 0
+    active: set[str] | None = None
     for unit in plan["units"]:
         chosen = choose(unit, store)
         if chosen is None or not store.mark_once(f"final:{plan['name']}:{unit['unit']}"):
             continue
+        active = _active_keys(study) if active is None else active
         for spec in final_specs(plan, unit, *chosen):
             key = run_key(spec)
-            if not store.has(key):
+            if not store.has(key) and key not in active:  # e.g. enqueued by `bench run`
                 labels = labels_of(plan, unit, "final")
                 study.enqueue_trial({}, user_attrs={"run": key, "spec": spec, "labels": labels})
                 added += 1
