@@ -311,10 +311,13 @@ def _rows(store: Path, sweep: str | None) -> list[Any]:
     return rows
 
 
-def _show_table(store: Any, sweep: str | None, reference: str | None, out: Path | None) -> dict:
+def _show_table(
+    store: Any, sweep: str | None, reference: str | None, out: Path | None, show: bool = True
+) -> dict:
+    from ..bench.store import ResultStore
     from ..bench.table import long_rows, markdown, table_rows, to_csv
 
-    rows = _rows(Path(store.root if hasattr(store, "root") else store), sweep)
+    rows = _rows(store.root if isinstance(store, ResultStore) else Path(store), sweep)
     lines = table_rows(rows, reference)
     title = f"vpeft bench: {sweep or 'all sweeps'}"
     files = {}
@@ -322,13 +325,16 @@ def _show_table(store: Any, sweep: str | None, reference: str | None, out: Path 
         files = {"markdown": out / "table.md", "csv": out / "table.csv"}
         atomic_write_text(files["markdown"], markdown(lines, title))
         atomic_write_text(files["csv"], to_csv(long_rows(rows)))
+    result = {"header": lines[0], "rows": lines[1:], "files": {k: str(v) for k, v in files.items()}}
+    if not show:
+        return result
     table = Table(title=title)
     for i, head in enumerate(lines[0]):
         table.add_column(head, justify="left" if i == 0 else "right")
     for line in lines[1:]:
         table.add_row(*line)
     Console(width=max(console.width, 160)).print(table)
-    return {"header": lines[0], "rows": lines[1:], "files": {k: str(v) for k, v in files.items()}}
+    return result
 
 
 @app.command("table")
@@ -351,12 +357,7 @@ def table_command(
 ) -> None:
     """Per-task mean ± sd over seeds, group means, both VTAB-1k averages, parameters, PPT."""
     if json_out:
-        from ..bench.table import table_rows
-
-        lines = table_rows(_rows(store, sweep), reference)
-        if out is not None:
-            _show_table(store, sweep, reference, out)
-        emit_json({"header": lines[0], "rows": lines[1:]})
+        emit_json(_show_table(store, sweep, reference, out, show=False))
         return
     _show_table(store, sweep, reference, out)
 
