@@ -162,6 +162,15 @@ def train_command(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr.")] = True,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="offline experiment log: tensorboard[:DIR] (default DIR: OUT/tensorboard) or "
+            "mlflow[:URI] (default: a file store in OUT/mlruns).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train METHOD on BACKBONE with the data of --data; the result is the last-epoch test top-1.
@@ -189,7 +198,7 @@ def train_command(
         summary = _run(
             backbone + ("+random-init" if random_init else ""),  # also the name recorded
             method, spec, data, out, options, weights, img_size, config, augment, hflip,
-            (train_split, val_split, test_split), resume,
+            (train_split, val_split, test_split), resume, log,
         )  # fmt: skip
     if summary is None:
         return
@@ -202,7 +211,7 @@ def train_command(
 def _run(
     backbone: str, method: str, spec: DataSpec, data: str, out: Path, options: dict[str, str],
     weights: Path | None, img_size: int | None, config: TrainConfig, augment: bool,
-    hflip: bool | None, split_names: tuple[str, str, str], resume: bool,
+    hflip: bool | None, split_names: tuple[str, str, str], resume: bool, log: str | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     """Build, train and save; the summary on rank 0 (None elsewhere)."""
     train_split, val_split, test_split = split_names
@@ -235,15 +244,26 @@ def _run(
     augmentation = {"augment": augment, "hflip": augment and mirror}
     extra = {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation,
              "classes": classes, "preprocessing": preprocessing}  # fmt: skip
-    result = train(
-        pm,
-        inputs["train"],
-        inputs.get("val"),
-        inputs.get("test"),
-        config,
-        resume=resume,
-        summary_extra=extra,
-    )
+    from ..bench.tracking import make_tracker
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    tracker = make_tracker(log, out, f"{method}-{out.name}") if rank0 else None
+    if tracker is not None:
+        tracker.log_params({"method": method, "options": options, "train": config.to_dict()})
+    try:
+        result = train(
+            pm,
+            inputs["train"],
+            inputs.get("val"),
+            inputs.get("test"),
+            config,
+            resume=resume,
+            summary_extra=extra,
+            on_epoch_end=tracker.on_epoch_end if tracker else None,
+        )
+    finally:
+        if tracker is not None:
+            tracker.close()
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     return result.summary(config, extra)  # what train() wrote to summary.json

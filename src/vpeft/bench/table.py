@@ -1,0 +1,275 @@
+"""Result tables of a sweep: per-task mean ± sd over seeds, the two VTAB-1k averages, PPT, Δm.
+
+* **mean of group means** (the VTAB-1k number of SPT / VPT / NOAH: average the tasks of each
+  group, then the groups) and **mean of all tasks** (the 19-task average of VQT / Head2Toe);
+* **mean ± sd** over seeds (sample standard deviation, n − 1; "±–" for a single seed);
+* **PPT** (performance-parameter trade-off, V-PETL Bench, Xin et al., NeurIPS 2024 Datasets and
+  Benchmarks, arXiv 2402.02242): ``PPT = M · exp(−log10(P / C + 1))`` with M the mean accuracy
+  (%), P the trainable parameters of the encoder (head excluded, as the PETL papers count) and
+  C = 10^7 — a method with few parameters keeps almost all of M, one with ~10^7 loses ~26%;
+* **Δm** for dense multi-task runs (Maninis et al.; Polyhistor): `vpeft.tasks.dense.delta_m`
+  against a reference method's per-task metrics (``--reference``), for records whose metrics
+  hold ``test/<task>/<metric>`` keys.
+
+Only final-stage records are tabulated (selection runs score val200, never test).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from statistics import fmean, stdev
+from typing import Any
+
+PPT_C = 1e7
+#: Column order of the groups (VTAB-1k's, then FGVC, then anything else by name).
+GROUP_ORDER = ("natural", "specialized", "structured", "fgvc")
+
+
+def ppt(accuracy: float, trainable: float, c: float = PPT_C) -> float:
+    """V-PETL Bench's performance-parameter trade-off: ``M · exp(−log10(P / C + 1))``."""
+    return accuracy * math.exp(-math.log10(trainable / c + 1.0))
+
+
+@dataclass
+class Cell:
+    """One (method, task): the seeds' values."""
+
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return fmean(self.values)
+
+    @property
+    def sd(self) -> float | None:
+        return stdev(self.values) if len(self.values) > 1 else None
+
+    def text(self, digits: int = 1) -> str:
+        if not self.values:
+            return "-"
+        sd = "–" if self.sd is None else f"{self.sd:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {sd}"
+
+
+@dataclass
+class MethodRow:
+    method: str
+    cells: dict[str, Cell]  # task -> cell
+    groups: dict[str, list[str]]  # group -> tasks (in table order)
+    trainable_encoder: float
+    trainable: float
+    train_flops_per_image: float
+    memory_bytes: float
+    seeds: int
+    dense: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metric -> mean
+
+    @property
+    def mean_all(self) -> float | None:
+        means = [c.mean for c in self.cells.values() if c.values]
+        return fmean(means) if means else None
+
+    def group_mean(self, group: str) -> float | None:
+        means = [self.cells[t].mean for t in self.groups[group] if self.cells.get(t, Cell()).values]
+        return fmean(means) if means else None
+
+    @property
+    def mean_of_groups(self) -> float | None:
+        means = [m for g in self.groups if (m := self.group_mean(g)) is not None]
+        return fmean(means) if means else None
+
+    @property
+    def ppt(self) -> float | None:
+        acc = self.mean_of_groups
+        return None if acc is None else ppt(acc, self.trainable_encoder)
+
+
+def _finals(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("labels", {}).get("stage") == "final"]
+
+
+def build_rows(records: Iterable[dict[str, Any]], metric: str = "test_top1") -> list[MethodRow]:
+    """One row per method (first-seen order, by task then seed) from final-stage records."""
+    finals = sorted(
+        _finals(records),
+        key=lambda r: (r["labels"]["method"], r["labels"]["task"], r["spec"]["train"]["seed"]),
+    )
+    tasks: dict[str, str] = {}
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in finals:
+        tasks.setdefault(r["labels"]["task"], r["labels"].get("group", "other"))
+        by_method.setdefault(r["labels"]["method"], []).append(r)
+    groups: dict[str, list[str]] = {}
+    rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+    for task, group in sorted(tasks.items(), key=lambda tg: (rank.get(tg[1], len(rank)), tg[0])):
+        groups.setdefault(group, []).append(task)
+    rows = []
+    for method, recs in by_method.items():
+        cells: dict[str, Cell] = {t: Cell() for t in tasks}
+        dense: dict[str, dict[str, list[float]]] = {}
+        for r in recs:
+            value = r["metrics"].get(metric)
+            if value is not None:
+                cells[r["labels"]["task"]].values.append(float(value))
+            for key, v in _dense_metrics(r).items():
+                dense.setdefault(r["labels"]["task"], {}).setdefault(key, []).append(v)
+        rows.append(
+            MethodRow(
+                method=method,
+                cells=cells,
+                groups=groups,
+                trainable_encoder=fmean(r["params"]["trainable_encoder"] for r in recs),
+                trainable=fmean(r["params"]["trainable"] for r in recs),
+                train_flops_per_image=fmean(r["flops"]["train_step_per_image"] for r in recs),
+                memory_bytes=fmean(r["memory"]["total"] for r in recs),
+                seeds=len({r["spec"]["train"]["seed"] for r in recs}),
+                dense={t: {k: fmean(v) for k, v in m.items()} for t, m in dense.items()},
+            )
+        )
+    return rows
+
+
+def _dense_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """``test/<task>/<metric>`` values of a multi-task record, keyed ``<task>/<metric>``."""
+    last = (record["metrics"].get("history") or [{}])[-1]
+    return {
+        k[len("test/") :]: float(v)
+        for k, v in last.items()
+        if k.startswith("test/") and isinstance(v, int | float)
+    }
+
+
+#: Metrics where lower is better (for Δm): mean angular error of surface normals, losses.
+LOWER_IS_BETTER = ("mean_angular_error", "merr", "loss")
+
+
+def delta_m_of(rows: Sequence[MethodRow], reference: str) -> dict[str, float]:
+    """Δm (%) of every method against `reference`, per task over its dense metrics."""
+    from ..tasks.dense import delta_m
+
+    ref = {r.method: r for r in rows}.get(reference)
+    if ref is None:
+        return {}
+    out = {}
+    for row in rows:
+        results, base, lower = {}, {}, []
+        for task, metrics in row.dense.items():
+            for name, value in metrics.items():
+                key = f"{task}/{name}"
+                if name == "loss" or key not in {
+                    f"{t}/{n}" for t, m in ref.dense.items() for n in m
+                }:
+                    continue
+                results[key], base[key] = value, ref.dense[task][name]
+                if any(tag in name for tag in LOWER_IS_BETTER):
+                    lower.append(key)
+        if results:
+            out[row.method] = delta_m(results, base, lower)
+    return out
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[list[str]]:
+    """Header + one line per method: tasks, group means, both averages, params, PPT (+ Δm)."""
+    if not rows:
+        return [["method"]]
+    tasks = [t for g in rows[0].groups.values() for t in g]
+    group_names = list(rows[0].groups)
+    dm = delta_m_of(rows, reference) if reference else {}
+    header = [
+        "method",
+        *tasks,
+        *[f"{g} mean" for g in group_names],
+        "mean of group means",
+        "mean of all tasks",
+        "trainable encoder (M)",
+        "trainable all (M)",
+        "PPT",
+        "seeds",
+    ]
+    if dm:
+        header.append(f"Δm vs {reference} (%)")
+    out = [header]
+    for r in rows:
+        line = [
+            r.method,
+            *[r.cells[t].text() for t in tasks],
+            *[_fmt(r.group_mean(g)) for g in group_names],
+            _fmt(r.mean_of_groups),
+            _fmt(r.mean_all),
+            f"{r.trainable_encoder / 1e6:.4f}",
+            f"{r.trainable / 1e6:.4f}",
+            _fmt(r.ppt, 2),
+            str(r.seeds),
+        ]
+        if dm:
+            line.append(_fmt(dm.get(r.method), 2))
+        out.append(line)
+    return out
+
+
+def markdown(lines: list[list[str]], title: str = "") -> str:
+    head, *body = lines
+    md = [f"# {title}", ""] if title else []
+    md += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    md += ["| " + " | ".join(line) + " |" for line in body]
+    md += [
+        "",
+        "Cells: last-epoch test top-1 (%), mean ± sd over seeds. PPT = M·exp(−log10(P/10^7 + 1)) "
+        "with M the mean of group means and P the encoder's trainable parameters (V-PETL Bench).",
+    ]
+    return "\n".join(md) + "\n"
+
+
+def to_csv(lines: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    return buffer.getvalue()
+
+
+def long_rows(rows: Sequence[MethodRow]) -> list[list[Any]]:
+    """Numbers for spreadsheets: one line per (method, task) and per (method, average)."""
+    out: list[list[Any]] = [
+        ["method", "task", "group", "mean", "sd", "n", "trainable_encoder", "trainable", "ppt"]
+    ]
+    for r in rows:
+        for group, tasks in r.groups.items():
+            for t in tasks:
+                c = r.cells[t]
+                out.append(
+                    [
+                        r.method,
+                        t,
+                        group,
+                        c.mean if c.values else None,
+                        c.sd,
+                        len(c.values),
+                        r.trainable_encoder,
+                        r.trainable,
+                        None,
+                    ]
+                )
+        for name, value in (
+            ("mean of group means", r.mean_of_groups),
+            ("mean of all tasks", r.mean_all),
+        ):
+            out.append(
+                [
+                    r.method,
+                    name,
+                    "",
+                    value,
+                    None,
+                    r.seeds,
+                    r.trainable_encoder,
+                    r.trainable,
+                    r.ppt if name == "mean of group means" else None,
+                ]
+            )
+    return out

@@ -1,0 +1,294 @@
+"""Tables (averages, mean ± sd, PPT, Δm), plots with the Pareto front, `bench reproduce` on a
+miniature of the VTAB-1k layout, and TensorBoard logging from `vpeft train`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from vpeft.bench.plot import pareto_front, write_plots
+from vpeft.bench.reproduce import get_paper
+from vpeft.bench.store import ResultStore
+from vpeft.bench.table import build_rows, delta_m_of, long_rows, markdown, ppt, table_rows
+from vpeft.cli.main import app
+from vpeft.zoo import bundled_backbone
+
+runner = CliRunner()
+
+
+def _rec(method: str, task: str, group: str, seed: int, top1: float, enc: int, **dense) -> dict:
+    history = [{f"test/{k.replace('__', '/')}": v for k, v in dense.items()}]
+    return {
+        "key": f"{method}-{task}-{seed}",
+        "labels": {
+            "sweeps": ["s"],
+            "stage": "final",
+            "method": method,
+            "task": task,
+            "group": group,
+        },
+        "spec": {"train": {"seed": seed}},
+        "metrics": {"test_top1": top1, "history": history},
+        "params": {"trainable_encoder": enc, "trainable": enc + 100},
+        "flops": {"train_step_per_image": 1e6 + enc},
+        "memory": {"total": 1e5 + enc},
+    }
+
+
+def _records() -> list[dict]:
+    return [
+        _rec("a", "t1", "natural", 0, 80.0, 1000),
+        _rec("a", "t1", "natural", 1, 82.0, 1000),
+        _rec("a", "t2", "natural", 0, 60.0, 1000),
+        _rec("a", "t3", "structured", 0, 30.0, 1000),
+        _rec("b", "t1", "natural", 0, 90.0, 10**7),
+        _rec("b", "t2", "natural", 0, 70.0, 10**7),
+        _rec("b", "t3", "structured", 0, 50.0, 10**7),
+        {**_rec("a", "t9", "natural", 0, 99.0, 1), "labels": {"stage": "select"}},  # ignored
+    ]
+
+
+def test_table_averages_sd_and_ppt() -> None:
+    rows = build_rows(_records())
+    a, b = rows
+    assert a.cells["t1"].mean == 81.0 and a.cells["t1"].sd == pytest.approx(math.sqrt(2))
+    assert a.cells["t2"].sd is None and a.cells["t1"].text() == "81.0 ± 1.4"
+    assert a.mean_all == pytest.approx((81 + 60 + 30) / 3)
+    assert a.mean_of_groups == pytest.approx(((81 + 60) / 2 + 30) / 2)  # differs from mean_all
+    # PPT = M · exp(−log10(P / 1e7 + 1)): 10^7 parameters cost a factor exp(−log10 2)
+    assert b.ppt == pytest.approx(b.mean_of_groups * math.exp(-math.log10(2)))
+    assert ppt(50.0, 0) == 50.0
+    lines = table_rows(rows)
+    assert lines[0][:4] == ["method", "t1", "t2", "t3"] and "PPT" in lines[0]
+    assert "mean of group means" in markdown(lines)
+    assert long_rows(rows)[1][:6] == ["a", "t1", "natural", 81.0, pytest.approx(1.414, 1e-3), 2]
+
+
+def test_delta_m_against_a_reference_method() -> None:
+    recs = [
+        _rec(
+            "single", "mt", "dense", 0, 0.0, 10, semseg__miou=50.0, normals__mean_angular_error=20.0
+        ),
+        _rec(
+            "multi", "mt", "dense", 0, 0.0, 5, semseg__miou=55.0, normals__mean_angular_error=22.0
+        ),
+    ]
+    dm = delta_m_of(build_rows(recs), "single")
+    assert dm["single"] == 0.0
+    assert dm["multi"] == pytest.approx(100 * (0.1 - 0.1) / 2)  # +10% mIoU, +10% error
+
+
+def test_pareto_front_and_plot_files(tmp_path: Path) -> None:
+    assert pareto_front([(1, 50), (2, 40), (3, 60), (4, 60), (0.5, 10)]) == [4, 0, 2]
+    paths = write_plots(build_rows(_records()), tmp_path)
+    assert sorted(p.name for p in paths) == sorted(
+        f"accuracy_vs_{a}.{f}" for a in ("params", "memory", "flops") for f in ("png", "svg")
+    )
+    assert (tmp_path / "accuracy_vs_params.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (tmp_path / "accuracy_vs_params.svg").read_bytes()[:500]
+
+
+def test_table_and_plot_commands_on_a_store(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "store")
+    for r in _records():
+        store.put(r)
+    out = tmp_path / "report"
+    res = runner.invoke(
+        app,
+        ["bench", "table", "--store", str(store.root), "--sweep", "s", "--out", str(out), "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["rows"][0][0] == "a"
+    assert (out / "table.md").is_file() and (out / "table.csv").read_text().startswith("method,")
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "plot",
+            "--store",
+            str(store.root),
+            "--out",
+            str(out),
+            "--axes",
+            "params",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0 and len(json.loads(res.stdout)["files"]) == 2
+    res = runner.invoke(app, ["bench", "table", "--store", str(tmp_path / "nope"), "--json"])
+    assert res.exit_code == 2 and "not a result store" in json.loads(res.stdout)["error"]["message"]
+
+
+def _mini_vtab(root: Path, tasks: list[str]) -> None:
+    rng = np.random.default_rng(0)
+    for task in tasks:
+        folder = root / "vtab-1k" / task
+        (folder / "images").mkdir(parents=True)
+        lines = []
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                folder / "images" / f"{i}.png"
+            )
+            lines.append(f"images/{i}.png {i % 2}")
+        for split, part in (
+            ("train800", lines[:6]),
+            ("val200", lines[6:9]),
+            ("train800val200", lines[:9]),
+            ("test", lines[9:]),
+        ):
+            (folder / f"{split}.txt").write_text("\n".join(part) + "\n")
+
+
+def test_reproduce_lists_missing_pieces_then_runs_on_a_miniature(tmp_path: Path) -> None:
+    data, weights = tmp_path / "data", tmp_path / "weights"
+    paper = get_paper("vqt")
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "reproduce",
+            "vqt",
+            "--data-root",
+            str(data),
+            "--weights-dir",
+            str(weights),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 2
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "VTAB-1k dtd" in message and "ViT-B/16 ImageNet-1k" in message
+    assert message.count(";") >= len(paper.requirements) - 1  # one clause per missing piece
+
+    from vpeft.bench.protocols import VTAB_GROUPS
+
+    _mini_vtab(data, list(VTAB_GROUPS))
+    weights.mkdir()
+    model = bundled_backbone("vit-tiny-synth").create(pretrained=True)
+    save_file(model.state_dict(), weights / paper.weights_file)
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "reproduce",
+            "vqt",
+            "--data-root",
+            str(data),
+            "--weights-dir",
+            str(weights),
+            "--check-only",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0 and json.loads(res.stdout)["ready"] is True
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "reproduce",
+            "vqt",
+            "--data-root",
+            str(data),
+            "--weights-dir",
+            str(weights),
+            "--store",
+            str(tmp_path / "store"),
+            "--backbone",
+            "vit-tiny-synth",
+            "--methods",
+            "linear",
+            "--tasks",
+            "cifar,dsprites_loc",
+            "--seeds",
+            "0",
+            "--lr",
+            "1e-2",
+            "--wd",
+            "0",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["sweeps"] == {"reproduce-vqt-vtab-1k": True}
+    [row] = build_rows(ResultStore(tmp_path / "store").records(sweep="reproduce-vqt-vtab-1k"))
+    assert set(row.groups) == {"natural", "structured"}
+
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "reproduce",
+            "polyhistor",
+            "--data-root",
+            str(data),
+            "--weights-dir",
+            str(weights),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 2 and "PASCAL-Context" in json.loads(res.stdout)["error"]["message"]
+
+
+def test_train_logs_to_tensorboard(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, logs = tmp_path / "run", tmp_path / "tb"
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--backbone",
+            "vit-tiny-synth",
+            "--method",
+            "linear",
+            "--data",
+            "synthetic:synth-digits",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--warmup-epochs",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--log",
+            f"tensorboard:{logs}",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    [run_dir] = list(logs.iterdir())
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert {"train_loss", "val_top1", "test_top1"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--backbone",
+            "vit-tiny-synth",
+            "--method",
+            "linear",
+            "--data",
+            "synthetic:synth-digits",
+            "--out",
+            str(tmp_path / "x"),
+            "--log",
+            "wandb",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 2 and "tensorboard" in json.loads(res.stdout)["error"]["message"]
