@@ -2,6 +2,7 @@
 
 from . import selective  # noqa: F401
 from .adapters import method as _adapters  # noqa: F401
+from .apt import method as _apt  # noqa: F401
 from .hyper import method as _hyper  # noqa: F401
 from .kronecker import method as _kronecker  # noqa: F401
 from .lora import method as _lora  # noqa: F401
