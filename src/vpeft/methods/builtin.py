@@ -6,6 +6,7 @@ from .apt import method as _apt  # noqa: F401
 from .hyper import method as _hyper  # noqa: F401
 from .kronecker import method as _kronecker  # noqa: F401
 from .lora import method as _lora  # noqa: F401
+from .prompts import deep_kv as _deep_kv  # noqa: F401
 from .prompts import prefix as _prefix  # noqa: F401
 from .prompts import vpt as _vpt  # noqa: F401
 from .spt import method as _spt  # noqa: F401
