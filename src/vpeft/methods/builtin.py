@@ -1,6 +1,7 @@
 """Importing this module registers every method shipped with vpeft (one module per family)."""
 
 from . import selective  # noqa: F401
+from . import vl_adapter as _vl_adapter  # noqa: F401
 from .adapters import method as _adapters  # noqa: F401
 from .apt import method as _apt  # noqa: F401
 from .hyper import method as _hyper  # noqa: F401
