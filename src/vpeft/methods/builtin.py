@@ -4,6 +4,7 @@ from . import selective  # noqa: F401
 from . import vl_adapter as _vl_adapter  # noqa: F401
 from .adapters import method as _adapters  # noqa: F401
 from .apt import method as _apt  # noqa: F401
+from .clip_prompts import method as _clip_prompts  # noqa: F401
 from .hyper import method as _hyper  # noqa: F401
 from .kronecker import method as _kronecker  # noqa: F401
 from .lora import method as _lora  # noqa: F401
