@@ -258,7 +258,30 @@ class SeparateProjectionOps(AttentionOps):
 
 class ViltAttentionOps(SeparateProjectionOps):
     """ViLT's `ViltAttention` (`attention.{query,key,value}`, `output.dense` + dropout, no
-    residual); its forward returns a 1-tuple."""
+    residual); its forward returns a 1-tuple.
+
+    ViLT's own attention is eager (explicit softmax, probabilities kept for the backward, its
+    own dropout module on them); with extra keys/values it runs the same way, so the training
+    memory and numerics of prompt methods compare with the plain layer's (a fused kernel would
+    make the prompted layer cheaper than the plain one)."""
+
+    def attend_extra(
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        q, k, v = self.qkv(x)
+        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        bias = pad_key_columns(attention_mask, k_extra.shape[2])
+        if bias is not None and bias.dtype == torch.bool:  # True = may attend
+            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
+        elif bias is not None:
+            scores = scores + bias
+        probs = self.module.attention.dropout(torch.softmax(scores, dim=-1))
+        return self.output(torch.matmul(probs, v))
 
     def output(self, o: torch.Tensor) -> torch.Tensor:
         return self.module.output.dropout(self.spec.proj.module(merge_heads(o)))

@@ -93,5 +93,6 @@ def describe_vilt(model: nn.Module) -> BackboneSpec:
         ),
         pool=vilt_pool,
         make_inputs=text_image_inputs,
+        modality_embed=emb.token_type_embeddings,
         input_names=("input_ids", "attention_mask", "pixel_values", "pixel_mask"),
     )

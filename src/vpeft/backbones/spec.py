@@ -286,6 +286,8 @@ class BackboneSpec:
     input_names: tuple[str, ...] = ("pixel_values",)
     #: random inputs for profiling (transformers families; None: an image tensor)
     make_inputs: InputMaker | None = None
+    #: the modality-type embedding of single-stream VL models (ViLT's text / image type)
+    modality_embed: nn.Module | None = None
 
     @property
     def depth(self) -> int:

@@ -1,0 +1,133 @@
+"""The APT module (Wu et al., "Approximated Prompt Tuning for Vision-Language Pre-trained
+Models", Eq. 11–14) and how it reaches the attention sub-layer's input.
+
+    P_k   = P + P W1 W2            key transform "lowrank" (Eq. 11); "identity": P_k = P;
+                                   "dense": P_k = P + P W_p, W_p ∈ R^{d×d} (Eq. 9)
+    A     = ReLU(X P_kᵀ)           (B, N, p): ReLU instead of softmax (Eq. 12)
+    alpha = max_j A[..., j]        (B, N, 1), a stop-gradient constant per token (Eq. 13)
+    ΔX    = alpha · (A @ P)        values are the raw prompts
+    X'    = exp(s) · (SA(X) + ΔX)  (Eq. 14)
+
+X is the attention sub-layer's input (the LN1 output of a pre-norm block, the query-side
+stream of a cross-attention) and SA(X) its output after the output projection. The module sits
+on the output projection as a sequential piece of an `AdaptedLayer` (before any dropout and
+residual add); `AttentionInputTap` on the attention module records X for it. Both run in the
+same forward of the same attention, input first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.forwarding import ForwardsToWrapped
+
+KeyTransform = Literal["lowrank", "identity", "dense"]
+KEY_TRANSFORMS: tuple[str, ...] = ("lowrank", "identity", "dense")
+#: std of the normal init of P, W1, W2 (and W_p): the reference implementation's effective init
+INIT_STD = 0.02
+
+
+class ApproximatedPrompts(nn.Module):
+    """p prompts (p, d), the key transform and the scale s of one attention sub-layer.
+
+    `forward(x, sa)` returns exp(s)·(sa + ΔX(x)). Parameters: P (p·d), W1, W2 (2·d·r,
+    lowrank) or W_p (d², dense), s (1, trainable when `learn_scale`, else a buffer).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_prompts: int,
+        rank: int = 4,
+        key_transform: KeyTransform = "lowrank",
+        learn_scale: bool = True,
+        attn_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.key_transform = key_transform
+        self.prompts = nn.Parameter(torch.randn(num_prompts, dim) * INIT_STD)
+        if key_transform == "lowrank":
+            self.down = nn.Parameter(torch.randn(dim, rank) * INIT_STD)  # W1
+            self.up = nn.Parameter(torch.randn(rank, dim) * INIT_STD)  # W2
+        elif key_transform == "dense":
+            self.key_weight = nn.Parameter(torch.randn(dim, dim) * INIT_STD)  # W_p
+        scale = torch.zeros(())
+        if learn_scale:
+            self.log_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("log_scale", scale)
+        self.dropout = nn.Dropout(attn_dropout) if attn_dropout > 0 else nn.Identity()
+
+    def keys(self) -> torch.Tensor:
+        """P_k (p, d) from the raw prompts (Eq. 9 / 11)."""
+        p = self.prompts
+        if self.key_transform == "lowrank":
+            return p + (p @ self.down) @ self.up
+        if self.key_transform == "dense":
+            return p + p @ self.key_weight
+        return p
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """ΔX = alpha · (ReLU(X P_kᵀ) @ P), alpha = max over prompts, detached (Eq. 12–13)."""
+        keys = self.keys().to(x.dtype)
+        attn = F.relu(x @ keys.transpose(0, 1))
+        alpha = attn.amax(dim=-1, keepdim=True).detach()
+        return alpha * (self.dropout(attn) @ self.prompts.to(x.dtype))
+
+    def forward(self, x: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
+        """exp(s) · (SA(X) + ΔX) (Eq. 14)."""
+        return torch.exp(self.log_scale).to(sa.dtype) * (sa + self.delta(x))
+
+    def extra_repr(self) -> str:
+        p, d = self.prompts.shape
+        return f"num_prompts={p}, dim={d}, key_transform={self.key_transform}"
+
+
+class AttentionInputTap(ForwardsToWrapped):
+    """Runs the attention module `base` unchanged and keeps its input X (the first positional
+    argument, or ``hidden_states=`` as transformers CLIP passes it)."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.last: torch.Tensor | None = None
+
+    @classmethod
+    def wrap(cls, parent: nn.Module, attr: str) -> AttentionInputTap:
+        """The tap at `parent.attr` (looking through vpeft wrappers named `base`), installing
+        one directly around the attention module if there is none yet."""
+        module = getattr(parent, attr)
+        probe = module
+        while True:
+            if isinstance(probe, cls):
+                return probe
+            if not hasattr(probe, "_modules") or "base" not in probe._modules:
+                break
+            probe = probe._modules["base"]
+        tap = cls(module)
+        setattr(parent, attr, tap)
+        return tap
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.last = args[0] if args else kwargs["hidden_states"]
+        return self.base(*args, **kwargs)
+
+
+class TappedApt(nn.Module):
+    """Sequential piece on the output projection: y ↦ apt(X, y) with X read from `tap`."""
+
+    def __init__(self, apt: nn.Module, tap: AttentionInputTap) -> None:
+        super().__init__()
+        self.apt = apt
+        object.__setattr__(self, "tap", tap)  # a reference, not a submodule (named once)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        x = self.tap.last
+        if x is None:
+            raise RuntimeError("APT ran before its attention module saw its input")
+        self.tap.last = None  # one use per attention call; never a stale X
+        return self.apt(x, y)

@@ -1,0 +1,84 @@
+"""The deep prompt baselines of APT (Wu et al., arXiv 2306.15706, Tables 1–2), by name.
+
+- `deep-prompt-kv` — the paper's "deep prompt" as it counts it (spec/apt.md): p learnable
+  tokens per attention layer, in the attention's input space, enter as **extra keys and values
+  only**. Q, K and V are computed for the N + p tokens through the layer's own frozen
+  projections, the prompts' queries are cut (never attended with), and the output projection and
+  the MLP run on the N real tokens. This is `ExtendedAttention` + `PromptKeyValues`, the
+  machinery of VPT on Swin / PVT-v2 (on transformers attention `key_value` projects q, k and v of
+  the prompts: the paper's 3·p·d² per layer, computed once per batch). Extra MACs per layer and
+  sample: 3·p·d² + 2·N·p·d; ViLT-B/32 at N = 241, p = 200: 5.14 G.
+- `deep-prompt-concat` — the prompts concatenated to every layer's input and the *whole* layer
+  run on N + p tokens (the previous layer's prompt outputs discarded): `vpt-deep` with the
+  paper's p = 200 and no prompt dropout. The real tokens' outputs equal `deep-prompt-kv`'s for
+  the same prompts, up to the prompts passing through LN1 here; it costs about 3.8× more
+  (the output projection and the MLP also run on the prompts).
+
+Init uniform(−v, v), v = √(6/(3·patch² + d)) (VPT's); not an identity at init (the prompts take
+attention mass); not mergeable. Trainable: L·p·d (ViLT-B/32, p = 200: 1,843,200 — the
+paper's 1.84M).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from ...core.block_choice import adapted_blocks
+from ...core.config import option
+from ...core.context import InstallContext
+from ...core.registry import MethodInfo, register
+from .layers import ExtendedAttention, PromptKeyValues, PromptTokens, prompt_init_bound
+from .vpt import VptConfig, install_vpt
+
+PAPER = "Wu et al., Approximated Prompt Tuning for Vision-Language Pre-trained Models (baseline)"
+#: families whose attention vpeft can re-run with extra keys/values
+KV_BACKBONES = ("vit", "swin", "pvt_v2", "hf-vit", "hf-clip-vision", "hf-clip-text", "hf-vilt")
+
+
+@dataclass
+class DeepPromptConfig(VptConfig):
+    num_tokens: int = option(200, "prompt length p per layer (the APT paper's 200)")
+    dropout: float = option(0.0, "dropout on the prompt tokens during training")
+
+
+def install_deep_prompt_kv(ctx: InstallContext, cfg: DeepPromptConfig) -> None:
+    """p prompts per adapted block as extra keys/values of its attention."""
+    ctx.require_attention()
+    ctx.require_family(*KV_BACKBONES)
+    bound = prompt_init_bound(ctx.spec.patch_size, ctx.spec.embed_dim)
+    for block in adapted_blocks(ctx, cfg.last_blocks):
+        attention = block.attention
+        width = attention.k.in_features
+        prompts = ctx.module(
+            PromptTokens, cfg.num_tokens, width, bound, cfg.dropout, like=attention.k.weight
+        )
+        source = PromptKeyValues(prompts)
+        ExtendedAttention.wrap(attention).add_source("deep_prompt", source)
+        ctx.train(source, weight_decay=False)
+
+
+register(
+    MethodInfo(
+        name="deep-prompt-kv",
+        family="prompt",
+        paper=PAPER,
+        mergeable=False,
+        config=DeepPromptConfig,
+        install=install_deep_prompt_kv,
+        summary="p prompts per layer as extra keys and values only (APT's deep prompt)",
+        backbones=KV_BACKBONES,
+    )
+)
+register(
+    MethodInfo(
+        name="deep-prompt-concat",
+        family="prompt",
+        paper=PAPER,
+        mergeable=False,
+        config=DeepPromptConfig,
+        install=partial(install_vpt, deep=True),
+        summary="p prompts concatenated to every layer's input, whole layer on N + p tokens",
+        backbones=("vit", "hf-vit", "hf-clip-vision", "hf-vilt"),
+    )
+)

@@ -1,0 +1,271 @@
+"""APT (spec/apt.md): the golden identity at P = 0, s = 0; the maths against a naive
+term-by-term implementation (outputs and gradients of P, W1, W2, s); placement per backbone;
+per-method checks (training moves only the trainables, save -> load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import vpeft
+from tests.methods.checks import NUM_CLASSES, perturb_trainables
+from tests.methods.vl_models import (
+    bridgetower_inputs,
+    hf_bridgetower,
+    hf_clip,
+    hf_vilt,
+    vilt_inputs,
+)
+from vpeft.methods.apt.layer import ApproximatedPrompts
+
+SMALL = {"num_prompts": 5, "rank": 2}
+
+
+def run(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    torch.manual_seed(0)  # ViLT's patch order
+    return model(inputs)
+
+
+def apt_modules(pm: nn.Module) -> list[ApproximatedPrompts]:
+    return [m for m in pm.modules() if isinstance(m, ApproximatedPrompts)]
+
+
+def zero_prompts(pm: nn.Module) -> None:
+    with torch.no_grad():
+        for m in apt_modules(pm):
+            m.prompts.zero_()
+            m.log_scale.zero_()
+
+
+def headless_reference(factory, pm: vpeft.PeftModel) -> vpeft.PeftModel:
+    """The plain model with `pm`'s head: the linear probe with the same head weights."""
+    torch.manual_seed(100)
+    ref = vpeft.apply(factory(0), "linear", num_classes=NUM_CLASSES)
+    ref.head.load_state_dict(pm.head.state_dict())
+    return ref
+
+
+# -- the golden test --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("factory", "inputs"),
+    [(hf_vilt, vilt_inputs), (hf_bridgetower, bridgetower_inputs)],
+    ids=["vilt", "bridgetower"],
+)
+@pytest.mark.parametrize("key_transform", ["lowrank", "identity", "dense"])
+def test_zero_prompts_and_scale_give_the_plain_model_bit_identical(
+    factory, inputs, key_transform: str
+) -> None:
+    torch.manual_seed(100)
+    pm = vpeft.apply(factory(0), "apt", num_classes=NUM_CLASSES, key_transform=key_transform)
+    zero_prompts(pm)
+    ref = headless_reference(factory, pm)
+    x = inputs()
+    with torch.no_grad():
+        assert torch.equal(run(pm.eval(), x), run(ref.eval(), x))
+        perturb_trainables(pm)  # non-zero prompts change the output (the test is not vacuous)
+        assert not torch.allclose(run(pm, x), run(ref, x))
+
+
+# -- the maths against a naive implementation -------------------------------------------------
+def naive_vilt_attention(attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, apt):
+    """ViLT self-attention with APT, written out term by term from the equations.
+
+    SA(X): softmax over the input keys through the frozen query/key/value/dense weights. Then
+    the prompts enter as the paper's approximated extra keys/values: for every token i and
+    prompt j, k_j = p_j + (p_j W1) W2, a_ij = ReLU(x_i · k_j); alpha_i = max_j a_ij (detached);
+    Δx_i = alpha_i Σ_j a_ij p_j; output exp(s)·(SA(x_i) + Δx_i).
+    """
+    inner, out = attn.attention, attn.output.dense
+    base_out = getattr(out, "base", out)
+    b, n, d = x.shape
+    h = inner.num_attention_heads
+    dh = d // h
+    lin = lambda m, t: t @ getattr(m, "base", m).weight.T + getattr(m, "base", m).bias  # noqa: E731
+    q, k, v = (
+        lin(m, x).reshape(b, n, h, dh).transpose(1, 2)
+        for m in (inner.query, inner.key, inner.value)
+    )
+    logits = q @ k.transpose(-1, -2) / dh**0.5
+    if mask is not None:
+        logits = logits + mask
+    weights = torch.softmax(logits, dim=-1)
+    sa = (weights @ v).transpose(1, 2).reshape(b, n, d) @ base_out.weight.T + base_out.bias
+    P, W1, W2, s = apt.prompts, apt.down, apt.up, apt.log_scale
+    keys = torch.stack([P[j] + (P[j] @ W1) @ W2 for j in range(P.shape[0])])
+    rows = []
+    for bi in range(b):
+        for i in range(n):
+            a = torch.stack([torch.relu(x[bi, i] @ keys[j]) for j in range(P.shape[0])])
+            alpha = a.max().detach()
+            rows.append(alpha * sum(a[j] * P[j] for j in range(P.shape[0])))
+    delta = torch.stack(rows).reshape(b, n, d)
+    return torch.exp(s) * (sa + delta)
+
+
+def test_apt_matches_the_naive_term_by_term_implementation_and_its_gradients() -> None:
+    torch.manual_seed(100)
+    pm = vpeft.apply(hf_vilt(0), "apt", num_classes=NUM_CLASSES, **SMALL).eval()
+    perturb_trainables(pm, std=0.3)  # s ≠ 0, prompts large enough for some ReLU to be active
+    layer = pm.model.backbone.encoder.layer[1]
+    apt = apt_modules(layer)[0]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 7, 32, generator=g)
+    mask = torch.zeros(2, 1, 1, 7)
+    mask[1, ..., 5:] = torch.finfo(torch.float32).min  # padded keys
+    ours = layer.attention(x, mask)[0]
+    naive = naive_vilt_attention(layer.attention, x, mask, apt)
+    torch.testing.assert_close(ours, naive, atol=1e-5, rtol=1e-5)
+    active = torch.relu(x @ apt.keys().T)
+    assert (active > 0).any() and (active == 0).any(), "both ReLU branches must be exercised"
+
+    w = torch.randn(ours.shape, generator=g)
+    params = [apt.prompts, apt.down, apt.up, apt.log_scale]
+    ours_grads = torch.autograd.grad((ours * w).sum(), params)
+    naive_grads = torch.autograd.grad((naive * w).sum(), params)
+    for name, a, b in zip(("P", "W1", "W2", "s"), ours_grads, naive_grads, strict=True):
+        assert a.abs().sum() > 0, f"no gradient for {name}"
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"gradient of {name}")
+
+
+def test_alpha_is_a_constant_for_the_gradient() -> None:
+    """With alpha detached, dΔX/dA = alpha·P only; differentiating through the max differs."""
+    torch.manual_seed(0)
+    apt = ApproximatedPrompts(8, 4, rank=2)
+    with torch.no_grad():
+        apt.prompts.mul_(20)
+    x = torch.randn(3, 8)
+    grad = torch.autograd.grad(apt.delta(x).sum(), apt.prompts)[0]
+    keys = apt.keys()
+    attn = torch.relu(x @ keys.T)
+    full = attn.amax(-1, keepdim=True) * (attn @ apt.prompts)
+    grad_through_max = torch.autograd.grad(full.sum(), apt.prompts)[0]
+    assert not torch.allclose(grad, grad_through_max)
+
+
+def test_key_transforms_and_closed_form_counts() -> None:
+    d, p, r = 32, 5, 2
+    layers = 2
+    for transform, per_module in (
+        ("lowrank", p * d + 2 * d * r + 1),
+        ("identity", p * d + 1),
+        ("dense", p * d + d * d + 1),
+    ):
+        torch.manual_seed(100)
+        pm = vpeft.apply(
+            hf_vilt(0), "apt", num_classes=NUM_CLASSES, key_transform=transform, **SMALL
+        )
+        assert sum(p_.numel() for m in apt_modules(pm) for p_ in m.parameters()) == (
+            layers * per_module
+        )
+        # + the image class token and the modality-type embedding (2 types × d)
+        assert pm.summary().trainable_encoder == layers * per_module + d + 2 * d
+    fixed = vpeft.apply(hf_vilt(0), "apt", num_classes=2, learn_scale=False, **SMALL)
+    assert all(not isinstance(m.log_scale, nn.Parameter) for m in apt_modules(fixed))
+    assert fixed.summary().trainable_encoder == layers * (p * d + 2 * d * r) + 3 * d
+
+
+def test_vilt_trains_class_token_and_modality_embedding() -> None:
+    pm = vpeft.apply(hf_vilt(0), "apt", num_classes=2, **SMALL)
+    emb = pm.model.backbone.embeddings
+    assert emb.cls_token.requires_grad and emb.token_type_embeddings.weight.requires_grad
+    assert not emb.text_embeddings.word_embeddings.weight.requires_grad
+    off = vpeft.apply(hf_vilt(0), "apt", num_classes=2, train_embeddings=False, **SMALL)
+    assert not off.model.backbone.embeddings.cls_token.requires_grad
+
+
+# -- placement --------------------------------------------------------------------------------
+def test_placement_per_backbone() -> None:
+    vilt = vpeft.apply(hf_vilt(0), "apt", num_classes=2, **SMALL)
+    assert len(apt_modules(vilt)) == 2  # every self-attention
+    layer0 = vilt.model.backbone.encoder.layer[0]
+    assert apt_modules(layer0.attention.output.dense)  # on the output projection
+
+    bt = hf_bridgetower(0)
+    pm = vpeft.apply(bt, "apt", num_classes=2, **SMALL)
+    fusion = list(bt.cross_modal_text_layers) + list(bt.cross_modal_image_layers)
+    assert len(apt_modules(pm)) == 2 * len(fusion) == 8  # self + cross of every fusion layer
+    for layer in fusion:
+        assert apt_modules(layer.attention.output.dense)
+        assert apt_modules(layer.crossattention.output.dense)
+    assert not any(apt_modules(layer) for layer in bt.text_model.encoder.layer)
+    for placement, count in (("self", 4), ("cross", 4), ("both", 8)):
+        pm = vpeft.apply(hf_bridgetower(0), "apt", num_classes=2, placement=placement, **SMALL)
+        assert len(apt_modules(pm)) == count
+
+    clip = hf_clip(0)
+    pm = vpeft.apply(clip, "apt", num_classes=2, **SMALL)
+    assert len(apt_modules(pm)) == 2 and all(
+        apt_modules(layer.self_attn.out_proj) for layer in clip.text_model.encoder.layers
+    )
+    with pytest.raises(vpeft.UnsupportedBackboneError, match="placement=self"):
+        vpeft.apply(hf_vilt(0), "apt", num_classes=2, placement="cross")
+
+
+def test_cross_attention_x_is_the_query_side_stream() -> None:
+    """In a fusion layer's cross-attention, X is the stream the queries come from."""
+    bt = hf_bridgetower(0)
+    pm = vpeft.apply(bt, "apt", num_classes=2, placement="cross", **SMALL).eval()
+    layer = bt.cross_modal_image_layers[0]
+    seen = {}
+    layer.crossattention.register_forward_pre_hook(
+        lambda m, args, kw: seen.update(x=args[0]), with_kwargs=True
+    )
+    x_used = {}
+    apt = apt_modules(layer)[0]
+    apt.register_forward_pre_hook(lambda m, args: x_used.update(x=args[0]))
+    with torch.no_grad():
+        pm(bridgetower_inputs())
+    assert x_used["x"] is seen["x"]
+
+
+# -- per-method checks ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("factory", "inputs"),
+    [(hf_vilt, vilt_inputs), (hf_bridgetower, bridgetower_inputs)],
+    ids=["vilt", "bridgetower"],
+)
+def test_training_moves_only_trainables_and_round_trips(factory, inputs, tmp_path: Path) -> None:
+    torch.manual_seed(100)
+    # 16 prompts: in BridgeTower's last fusion-image layer only the class token reaches the
+    # pooled output, and with 5 small prompts its ReLU scores can all be zero (no gradient)
+    opts = dict(SMALL, num_prompts=16)
+    pm = vpeft.apply(factory(0), "apt", num_classes=NUM_CLASSES, **opts).train()
+    x = inputs()
+    trainable = pm.trainable_parameters()
+    frozen = {n: t.clone() for n, t in pm.state_dict().items() if n not in trainable}
+    start = {n: p.detach().clone() for n, p in trainable.items()}
+    got_grad = dict.fromkeys(trainable, False)
+    opt = torch.optim.Adam(trainable.values(), lr=1e-2)
+    y = torch.arange(2) % NUM_CLASSES
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(run(pm, x), y).backward()
+        for n, p in trainable.items():
+            got_grad[n] |= bool(p.grad is not None and p.grad.abs().sum() > 0)
+        opt.step()
+    assert all(got_grad.values()), [n for n, ok in got_grad.items() if not ok]
+    assert all(not torch.equal(p.detach(), start[n]) for n, p in trainable.items())
+    assert all(torch.equal(t, frozen[n]) for n, t in pm.state_dict().items() if n in frozen)
+
+    pm.eval()
+    path = tmp_path / "apt.safetensors"
+    pm.save(path)
+    loaded = vpeft.load(path, base=factory(0)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(run(loaded, x), run(pm, x), atol=0, rtol=0)
+
+
+def test_apt_is_not_mergeable_and_copies_per_task() -> None:
+    from vpeft.core.wrapper import NotMergeableError
+    from vpeft.tasks import ClassificationTask
+
+    with pytest.raises(NotMergeableError):
+        vpeft.apply(hf_vilt(0), "apt", num_classes=2, **SMALL).merge()
+    tasks = [ClassificationTask("a", 2), ClassificationTask("b", 3)]
+    pm = vpeft.apply(hf_vilt(0), "apt", tasks=tasks, **SMALL).eval()
+    assert len(apt_modules(pm)) == 2 * 2  # one copy per task and layer
+    out = run(pm, vilt_inputs())
+    assert out["a"].shape == (2, 2) and out["b"].shape == (2, 3)
