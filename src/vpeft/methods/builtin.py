@@ -3,6 +3,7 @@
 from . import selective  # noqa: F401
 from .adapters import method as _adapters  # noqa: F401
 from .lora import method as _lora  # noqa: F401
+from .multitask import methods as _multitask  # noqa: F401
 from .prompts import prefix as _prefix  # noqa: F401
 from .prompts import vpt as _vpt  # noqa: F401
 from .spt import method as _spt  # noqa: F401

@@ -9,7 +9,7 @@ loss is a mean over that sample's valid pixels (a sample without valid pixels co
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,6 +39,21 @@ class DenseHead(nn.Module):
         if tuple(logits.shape[-2:]) != tuple(out_size):
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
         return logits
+
+
+def share_stage_norms(heads: Iterable[nn.Module]) -> StageNorms | None:
+    """Make every `DenseHead` among `heads` read one set of stage-output norms (the first
+    head's); returns that set, which the caller registers once (heads keep a plain reference,
+    so its parameters have one name). ``None`` when fewer than two dense heads share maps of
+    the same widths."""
+    dense = [h for h in heads if isinstance(h, DenseHead)]
+    if len(dense) < 2 or len({h.norms.dims for h in dense}) != 1:
+        return None
+    shared = dense[0].norms
+    for head in dense:
+        head._modules.pop("norms", None)
+        object.__setattr__(head, "norms", shared)
+    return shared
 
 
 def _masked_sample_means(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
