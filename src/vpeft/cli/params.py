@@ -1,5 +1,10 @@
 """`vpeft params`: trainable / encoder / head / total parameter counts of a method on a backbone.
 
+`--tasks semseg,parts,saliency,normals` (or `--tasks pascal-mt`) builds the real dense
+multi-task model — one decoder per task, the method one copy per task (or once with
+`--shared`) — and reports its summary: trainable, trainable_encoder (= encoder_shared +
+encoder_per_task), head (all decoders), total (the spec/polyhistor.md parameter table).
+
 `--tasks N` counts N independent task copies of a single-task method sharing one frozen
 backbone: every trained tensor (encoder part and head) is stored N times, the frozen backbone
 once, so trainable, trainable_encoder and head scale by N and
@@ -9,12 +14,15 @@ tasks (e.g. Polyhistor's hypernetworks) need their own rule when they arrive.
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ..model import Summary
+from ..errors import ConfigError
+from ..methods import get_method
+from ..model import Summary, apply
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -22,15 +30,22 @@ from .common import (
     NumClassesOpt,
     OptsOpt,
     WeightsOpt,
+    build_backbone,
     build_model,
     console,
     emit_json,
     handles_errors,
+    parse_opts,
 )
+from .dense import SharedOpt, tasks_for
 
 TasksOpt = Annotated[
-    int,
-    typer.Option("--tasks", min=1, help="count N independent task copies on one frozen backbone."),
+    str,
+    typer.Option(
+        "--tasks",
+        help="N: count N independent classification copies on one frozen backbone; or dense "
+        "task names (semseg,parts,saliency,normals; pascal-mt = all four): the multi-task model.",
+    ),
 ]
 
 
@@ -45,13 +60,34 @@ def task_counts(summary: Summary, tasks: int) -> dict[str, int]:
     }
 
 
+def dense_counts(
+    backbone: str,
+    method: str,
+    opts: list[str] | None,
+    tasks: str,
+    shared: bool,
+    weights: Path | None = None,
+) -> dict[str, Any]:
+    """The summary of the dense multi-task model (PASCAL-Context class counts)."""
+    options = parse_opts(opts)
+    get_method(method).config.from_options(options)  # fail fast
+    task_list = tasks_for(tasks)
+    model = build_backbone(backbone, weights)
+    pm = apply(model, method, tasks=task_list, shared=True if shared else None, **options)
+    record: dict[str, Any] = pm.summary().as_dict()
+    record["tasks"] = [t.name for t in task_list]
+    record["shared"] = pm.methods[-1].shared  # shared-adapter is shared whatever --shared says
+    return record
+
+
 @handles_errors
 def params(
     backbone: BackboneOpt,
     method: MethodOpt,
     opt: OptsOpt = None,
     num_classes: NumClassesOpt = 1000,
-    tasks: TasksOpt = 1,
+    tasks: TasksOpt = "1",
+    shared: SharedOpt = False,
     weights: WeightsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -61,16 +97,27 @@ def params(
     papers usually quote trainable_encoder. The default 1000-class head matches timm's
     ImageNet models, so total equals timm's figure for methods that add nothing.
     """
-    pm = build_model(backbone, method, opt, num_classes, weights)
-    counts = task_counts(pm.summary(), tasks)
+    if tasks.strip().isdigit():
+        copies = int(tasks)
+        if copies < 1 or shared:
+            raise ConfigError("--tasks N needs N >= 1 (and --shared needs dense task names)")
+        counts = task_counts(
+            build_model(backbone, method, opt, num_classes, weights).summary(), copies
+        )
+        title = f"{method} on {backbone}" + (f" × {copies} tasks" if copies > 1 else "")
+    else:
+        counts = dense_counts(backbone, method, opt, tasks, shared, weights)
+        title = f"{method} on {backbone}, tasks {tasks}" + (" (shared)" if shared else "")
     if json_out:
         emit_json(counts)
         return
-    table = Table(title=f"{method} on {backbone}" + (f" × {tasks} tasks" if tasks > 1 else ""))
+    table = Table(title=title)
     table.add_column("parameters")
     table.add_column("count", justify="right")
     table.add_column("% of total", justify="right")
     for key, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
         table.add_row(key, f"{value:,}", f"{100.0 * value / max(counts['total'], 1):.4f}")
     console.print(table)
 

@@ -243,3 +243,46 @@ def delta_m(
         sign = -1.0 if name in lower else 1.0
         total += sign * (value - base) / base
     return 100.0 * total / len(results)
+
+
+#: Class counts of the segmentation tasks per dense dataset (background included).
+DENSE_CLASSES: dict[str, dict[str, int]] = {
+    "pascal-mt": {"semseg": 21, "parts": 7},
+    "dense-synthetic": {"semseg": 4, "parts": 7},
+}
+
+
+def dense_tasks(
+    names: Sequence[str], dataset: str = "pascal-mt", embed_dim: int = 256
+) -> list[Task]:
+    """The named tasks among ``semseg``, ``parts``, ``saliency``, ``normals`` (or
+    ``pascal-mt`` for all four), with the class counts of `dataset` (`DENSE_CLASSES`)."""
+    names = list(PASCAL_MT_TASKS) if list(names) == ["pascal-mt"] else list(names)
+    unknown = [n for n in names if n not in PASCAL_MT_TASKS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ConfigError(
+            f"dense tasks must be distinct names among {list(PASCAL_MT_TASKS)} (or pascal-mt "
+            f"for all four), got {list(names)}"
+        )
+    if dataset not in DENSE_CLASSES:
+        raise ConfigError(f"unknown dense dataset {dataset!r}; known: {sorted(DENSE_CLASSES)}")
+    classes = DENSE_CLASSES[dataset]
+    build = {
+        "semseg": lambda: SegmentationTask(
+            "semseg", num_classes=classes["semseg"], target_field="semseg", embed_dim=embed_dim
+        ),
+        "parts": lambda: SegmentationTask(
+            "parts", num_classes=classes["parts"], target_field="parts", embed_dim=embed_dim
+        ),
+        "saliency": lambda: SaliencyTask("saliency", target_field="saliency", embed_dim=embed_dim),
+        "normals": lambda: NormalsTask("normals", target_field="normals", embed_dim=embed_dim),
+    }
+    return [build[n]() for n in names]
+
+
+#: The headline metric of every dense task kind, and whether lower is better (for Δm).
+HEADLINES: dict[str, tuple[str, bool]] = {
+    "segmentation": ("miou", False),
+    "saliency": ("miou", False),
+    "normals": ("mean", True),
+}
