@@ -58,6 +58,28 @@ def tasks_for(text: str, dataset: str = "pascal-mt", embed_dim: int = 256) -> li
     return dense_tasks(task_names(text), dataset, embed_dim)
 
 
+def build_dense_model(
+    backbone: str,
+    method: str,
+    opts: list[str] | None,
+    tasks: str,
+    shared: bool,
+    weights: Path | None = None,
+    img_size: int | None = None,
+) -> Any:
+    """The dense multi-task `PeftModel` (PASCAL-Context class counts) of `params` / `profile`."""
+    from ..factory import create_backbone
+    from ..methods import get_method
+    from ..model import apply
+    from .common import parse_opts
+
+    options = parse_opts(opts)
+    get_method(method).config.from_options(options)  # fail fast, before building anything
+    task_list = tasks_for(tasks)
+    model = create_backbone(backbone, weights, img_size)
+    return apply(model, method, tasks=task_list, shared=True if shared else None, **options)
+
+
 def parse_synthetic_root(root: str) -> dict[str, int]:
     """``default`` or ``seed=0,limit=64`` → keyword options of `DenseSyntheticDataset`."""
     if root in ("", "default"):

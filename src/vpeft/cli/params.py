@@ -21,8 +21,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from ..methods import get_method
-from ..model import Summary, apply
+from ..model import Summary
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -30,14 +29,12 @@ from .common import (
     NumClassesOpt,
     OptsOpt,
     WeightsOpt,
-    build_backbone,
     build_model,
     console,
     emit_json,
     handles_errors,
-    parse_opts,
 )
-from .dense import SharedOpt, tasks_for
+from .dense import SharedOpt, build_dense_model
 
 TasksOpt = Annotated[
     str,
@@ -69,13 +66,9 @@ def dense_counts(
     weights: Path | None = None,
 ) -> dict[str, Any]:
     """The summary of the dense multi-task model (PASCAL-Context class counts)."""
-    options = parse_opts(opts)
-    get_method(method).config.from_options(options)  # fail fast
-    task_list = tasks_for(tasks)
-    model = build_backbone(backbone, weights)
-    pm = apply(model, method, tasks=task_list, shared=True if shared else None, **options)
+    pm = build_dense_model(backbone, method, opts, tasks, shared, weights)
     record: dict[str, Any] = pm.summary().as_dict()
-    record["tasks"] = [t.name for t in task_list]
+    record["tasks"] = list(pm.tasks)
     record["shared"] = pm.methods[-1].shared  # shared-adapter is shared whatever --shared says
     return record
 
