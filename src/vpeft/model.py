@@ -45,9 +45,16 @@ class AppliedMethod:
     name: str
     config: Any
     shared: bool = True
+    #: whether the install made the dense tasks share one set of stage-output norms
+    shared_norms: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "options": self.config.to_dict(), "shared": self.shared}
+        return {
+            "name": self.name,
+            "options": self.config.to_dict(),
+            "shared": self.shared,
+            "shared_norms": self.shared_norms,
+        }
 
 
 @dataclass
@@ -122,6 +129,8 @@ class PeftModel(nn.Module):
         self.frozen_fingerprint = frozen_fingerprint
         self._backbone_params = {id(p) for p in model.parameters()}
         self.task_parameters: TaskParameterCopies | None = None
+        #: one set of stage-output norms read by every dense head (`share_stage_norms`)
+        self.shared_norms: nn.Module | None = None
         self._task_specific = False
 
     # -- forward --------------------------------------------------------------------------
@@ -202,6 +211,8 @@ class PeftModel(nn.Module):
     def summary(self) -> Summary:
         """Trainable parameters (encoder shared / per task, head, all) and a per-module table."""
         head_ids = {id(p) for p in self.heads.parameters()}
+        if self.shared_norms is not None:
+            head_ids |= {id(p) for p in self.shared_norms.parameters()}
         if self._custom_head is not None:
             head_ids |= {id(p) for p in self._custom_head.parameters()}
         per_task_ids = {
@@ -342,6 +353,7 @@ def apply(
     *,
     tasks: Sequence[Task] | None = None,
     shared: bool | None = None,
+    shared_norms: bool | None = None,
     **options: Any,
 ) -> PeftModel:
     """Install `method` into a backbone (or on top of an existing `PeftModel`).
@@ -350,6 +362,9 @@ def apply(
     classification task (named ``main``); ``tasks=[...]`` any set of named `Task`s. The method
     is installed once per task (``shared=False``, the default of single-task methods on a
     multi-task model: the dense papers' setting) or once for all tasks (``shared=True``).
+    Dense tasks keep their own stage-output norms unless ``shared_norms`` (default: when
+    ``shared=True`` is given, or the method asks for it, e.g. ``shared-adapter``): then one set
+    serves every task (spec/polyhistor.md: multi-task fine-tuning and Shared Adapter).
     Returns the `PeftModel`.
     """
     info = get_method(method)
@@ -361,7 +376,7 @@ def apply(
         if tasks is not None:
             raise ConfigError("tasks= is given when the backbone is first adapted")
         _check_family(info, method, pm.spec)
-        _install(pm, info, method, config, shared)
+        _install(pm, info, method, config, shared, shared_norms)
         return pm
     task_list = _task_list(num_classes, tasks)
     model = with_head(model)  # transformers base models get timm's classifier API
@@ -375,7 +390,7 @@ def apply(
         model.requires_grad_(False)
         pm = PeftModel(model, task_list, heads, fp)
         pm.heads.requires_grad_(True)
-        _install(pm, info, method, config, shared)
+        _install(pm, info, method, config, shared, shared_norms)
     except BaseException:
         undo.restore()  # a failed install leaves the user's model as it was given
         raise
@@ -435,7 +450,14 @@ class _HeadUndo:
             p.requires_grad_(flag)
 
 
-def _install(pm: PeftModel, info: Any, method: str, config: Any, shared: bool | None) -> None:
+def _install(
+    pm: PeftModel,
+    info: Any,
+    method: str,
+    config: Any,
+    shared: bool | None,
+    shared_norms: bool | None = None,
+) -> None:
     multi_task = getattr(info, "multi_task", False)
     per_task = not multi_task and not (shared if shared is not None else False)
     ctx = InstallContext(
@@ -448,8 +470,21 @@ def _install(pm: PeftModel, info: Any, method: str, config: Any, shared: bool | 
         backbone_params=pm._backbone_params,
         copy_per_task=lambda p: _task_copies(pm, p),
         heads=pm.heads,
+        unused=_unused_parameters(pm),
     )
     info.install(ctx, config)
+    # one set of stage-output norms when the whole encoder adaptation is shared (multi-task
+    # full FT, Shared Adapter); a shared method added to per-task ones leaves them per task
+    asked = shared is True or ctx.stage_norms_shared
+    share = (
+        shared_norms if shared_norms is not None else (asked and all(m.shared for m in pm.methods))
+    )
+    if share and len(pm.tasks) > 1:
+        from .tasks.dense import share_stage_norms
+
+        norms = share_stage_norms(pm.heads.values())
+        if norms is not None and pm.shared_norms is None:
+            pm.shared_norms = norms
     if ctx.forward_override is not None:
         if len(pm.tasks) > 1:
             raise ConfigError(f"method {method!r} replaces the forward; it supports one task")
@@ -464,8 +499,24 @@ def _install(pm: PeftModel, info: Any, method: str, config: Any, shared: bool | 
         # forward module)
         pm.heads[next(iter(pm.tasks))] = nn.Identity()
         object.__setattr__(pm, "_custom_head", ctx.head)
-    pm.methods.append(AppliedMethod(method, config, shared=not ctx.copies_per_task))
+    pm.methods.append(
+        AppliedMethod(
+            method,
+            config,
+            shared=not ctx.copies_per_task,
+            shared_norms=pm.shared_norms is not None,
+        )
+    )
     pm._refresh_task_specific()
+
+
+def _unused_parameters(pm: PeftModel) -> set[int]:
+    """Backbone parameters no task reads: when every task reads feature maps, the modules the
+    feature taps never run (Swin's final norm; spec/polyhistor.md counts the encoder without
+    it). Methods leave them frozen."""
+    if not pm.tasks or any(t.features != "maps" for t in pm.tasks.values()):
+        return set()
+    return {id(p) for m in pm.spec.unused_by_taps() for p in m.parameters()}
 
 
 def _num_classes_or_zero(pm: PeftModel) -> int:
@@ -545,7 +596,14 @@ def load(
         extra = {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}
         options = info.config.from_saved(entry["options"], extra)
         kwargs: dict[str, Any] = {"tasks": task_list} if i == 0 else {}
-        pm = apply(pm, entry["name"], shared=entry.get("shared", True), **kwargs, **options)
+        pm = apply(
+            pm,
+            entry["name"],
+            shared=entry.get("shared", True),
+            shared_norms=entry.get("shared_norms", False),
+            **kwargs,
+            **options,
+        )
     assert isinstance(pm, PeftModel)
     pm.frozen_fingerprint = meta["fingerprint"]
     adapter_info.restore(pm, meta)  # class names, preprocessing

@@ -1,5 +1,6 @@
 """Backbones bundled with vpeft: small timm models pretrained by `scripts/pretrain_tiny_vit.py`
-on the procedural source task, so everything runs without a model hub.
+(`vit-tiny-synth`) and `scripts/pretrain_tiny_swin.py` (`swin-tiny-synth`) on procedural
+source tasks, so everything runs without a model hub.
 
 Each entry is a plain timm constructor plus keyword arguments; the weights file loads through
 timm's own `pretrained_cfg_overlay=dict(file=...)` mechanism.
@@ -80,6 +81,21 @@ BUNDLED: dict[str, BundledBackbone] = {
         kwargs={"img_size": 32, "patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4},
         weights_file="vit_tiny_synth.safetensors",
         description="ViT 4 blocks × 64 wide, patch 4, 32×32 input, pretrained on synth-source",
+    ),
+    "swin-tiny-synth": BundledBackbone(
+        name="swin-tiny-synth",
+        timm_name="swin_tiny_patch4_window7_224",
+        kwargs={
+            "img_size": 64,
+            "patch_size": 4,
+            "window_size": 4,
+            "embed_dim": 24,
+            "depths": (2, 2, 2, 2),
+            "num_heads": (1, 2, 4, 8),
+        },
+        weights_file="swin_tiny_synth.safetensors",
+        description="Swin 4 stages (24/48/96/192 wide, 2 blocks each), window 4, 64×64 input, "
+        "pretrained by scripts/pretrain_tiny_swin.py on the dense-synthetic source task",
     ),
 }
 

@@ -37,10 +37,12 @@ def test_readme_multitask_block_runs() -> None:
     summary = namespace["mt"].summary()
     swin_t_widths = 2 * 96 + 2 * 192 + 6 * 384 + 2 * 768  # Σ_blocks d
     assert summary.encoder_per_task == 4 * 2 * 4 * (2 * swin_t_widths)  # 4 tasks × LoRA r4 q,v
+    unused = {id(m) for m in namespace["mt"].spec.unused_by_taps()}  # the final norm
     biases = sum(  # every bias the backbone owns (wrappers own none of their own)
         m._parameters["bias"].numel()
         for m in namespace["mt"].model.modules()
-        if m._parameters.get("bias") is not None
+        if m._parameters.get("bias") is not None and id(m) not in unused
     )
-    assert summary.encoder_shared == biases
+    tables = sum(t.numel() for t in namespace["mt"].spec.relative_position_tables)
+    assert summary.encoder_shared == biases + tables  # BitFit on Swin includes the bias tables
     assert summary.tasks == 4 and summary.head == 2_549_024  # the spec's decoders + out-norms

@@ -99,8 +99,10 @@ def test_pvt_small_rows(pvt_small) -> None:
 
 def test_cli_params_counts_multi_task_methods_once() -> None:
     """`vpeft params --tasks 4` installs a multi-task method once for the four tasks."""
-    from vpeft.cli.params import multi_task_counts
+    from vpeft.cli.params import classification_counts
 
-    counts = multi_task_counts("swin_tiny_patch4_window7_224", "polyhistor", None, 10, 4, None)
+    counts = classification_counts(
+        "swin_tiny_patch4_window7_224", "polyhistor", None, 10, 4, False, None
+    )
     assert counts["trainable_encoder"] == 6_410_684
     assert counts["head"] == 4 * (768 * 10 + 10)

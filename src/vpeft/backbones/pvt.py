@@ -48,6 +48,7 @@ def describe_pvt_v2(model: PyramidVisionTransformerV2) -> BackboneSpec:
         cls_token=None,
         pos_embed=None,
         final_norms=[stage.norm for stage in model.stages],
+        final_norms_in_taps=True,
         stage_dims=stage_dims,
         token_layout="sequence",
     )

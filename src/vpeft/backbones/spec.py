@@ -288,6 +288,11 @@ class BackboneSpec:
     make_inputs: InputMaker | None = None
     #: the modality-type embedding of single-stream VL models (ViLT's text / image type)
     modality_embed: nn.Module | None = None
+    #: whether `tap_features` runs `final_norms` (PVT-v2's per-stage norms) or not (Swin, ViT,
+    #: ConvNeXt: the final norm serves only the pooled classification path)
+    final_norms_in_taps: bool = False
+    #: learnable relative-position-bias tables of the attention layers (Swin), in block order
+    relative_position_tables: list[nn.Parameter] = field(default_factory=list)
 
     @property
     def depth(self) -> int:
@@ -326,6 +331,11 @@ class BackboneSpec:
 
             raise UnsupportedBackboneError(f"{self.family} backbones give no feature maps")
         return list(run(x, indices=self.taps(), intermediates_only=True))
+
+    def unused_by_taps(self) -> list[nn.Module]:
+        """Modules `tap_features` never runs (a dense model never reads them, so never trains
+        them): the final norms of Swin, ViT and ConvNeXt."""
+        return [] if self.final_norms_in_taps else list(self.final_norms)
 
     def classifier(self) -> nn.Module:
         """The task head currently installed in the backbone."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, WindowAttention
+from torch import nn
 
 from ..errors import UnsupportedBackboneError
 from .spec import AttentionSpec, BackboneSpec, BlockSpec, LinearSlot, pre_norm_block
@@ -52,6 +53,13 @@ def describe_swin(model: SwinTransformer) -> BackboneSpec:
         cls_token=None,
         pos_embed=getattr(model, "absolute_pos_embed", None),
         final_norms=[model.norm],
+        relative_position_tables=[
+            t
+            for b in blocks
+            if isinstance(
+                t := getattr(b.attention.module, "relative_position_bias_table", None), nn.Parameter
+            )
+        ],
         stage_dims=stage_dims,
         token_layout="nhwc",
     )

@@ -17,7 +17,9 @@ from ..data.transforms import DataConfig, data_config_for
 from ..errors import ConfigError, DatasetError
 from ..train.inputs import Data
 
-KINDS: tuple[str, ...] = ("synthetic", "vtab", "fgvc", "folder")
+KINDS: tuple[str, ...] = ("synthetic", "vtab", "fgvc", "folder", "dense-synthetic", "pascal-mt")
+#: kinds whose ROOT names a generated task, not a folder
+GENERATED_KINDS: tuple[str, ...] = ("synthetic", "dense-synthetic")
 #: Whole splits are pre-transformed into one tensor when they take at most this many bytes.
 TENSOR_BYTES_LIMIT = 2 * 1024**3
 
@@ -26,8 +28,9 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder "
-        "(e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar).",
+        help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder, dense-synthetic, "
+        "pascal-mt (e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar, "
+        "dense-synthetic:default or dense-synthetic:seed=0,limit=200, pascal-mt:/data/PASCAL_MT).",
     ),
 ]
 
@@ -48,7 +51,7 @@ class DataSpec:
             )
         if kind not in KINDS:
             raise ConfigError(f"--data kind {kind!r} is unknown; choose one of {list(KINDS)}")
-        if kind != "synthetic" and not Path(root).is_dir():
+        if kind not in GENERATED_KINDS and not Path(root).is_dir():
             raise DatasetError(
                 f"--data {text}: the dataset folder {root} does not exist; download and "
                 "unpack the dataset there (see the README) or correct the path"

@@ -29,6 +29,7 @@ from .data_option import (
     load_split,
     training_input,
 )
+from .dense import DENSE_KINDS, dense_split, headlines
 from .train import ImgSizeOpt, create_backbone_for_cli
 
 AdapterOpt = Annotated[
@@ -52,12 +53,24 @@ def eval_command(
     ] = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate ADAPTER (on the same pretrained BACKBONE it was trained on) on --data's split."""
+    """Evaluate ADAPTER (on the same pretrained BACKBONE it was trained on) on --data's split.
+
+    Dense multi-task adapters (--data dense-synthetic:… / pascal-mt:ROOT) report every task's
+    metrics and headline (mIoU; mean angular error for normals)."""
     spec = DataSpec.parse(data)
     info = read_info(adapter)
     model = create_backbone_for_cli(backbone, weights, img_size, random_init)
     check_input_size(adapter, info, backbone_data_config(model).input_size)
     pm = load_for_cli(adapter, model, info)
+    if spec.kind in DENSE_KINDS:
+        record = _eval_dense(pm, spec, split, batch_size, device, amp)
+        record.update(split=split, data=data, adapter=str(adapter))
+        if json_out:
+            emit_json(record)
+            return
+        shown = ", ".join(f"{t} {v:.2f}" for t, v in record["headline"].items())
+        console.print(f"{adapter} on {data} [{split}]: {shown}")
+        return
     dcfg = backbone_data_config(pm.model)
     trained = info.get("classes")
     dataset = load_split(spec, split, dcfg.transform(), trained)
@@ -75,6 +88,22 @@ def eval_command(
         f"{adapter} on {data} [{split}]: top-1 {res.top1:.2f}% ({res.correct}/{res.count}), "
         f"loss {res.loss:.4f}"
     )
+
+
+def _eval_dense(
+    pm: Any, spec: DataSpec, split: str, batch_size: int, device: str, amp: str
+) -> dict[str, Any]:
+    """Per-task metrics and headlines of a dense multi-task adapter on a dense split."""
+    from ..train.evaluate import evaluate_tasks
+
+    dcfg = backbone_data_config(pm.model)
+    names = list(pm.tasks)
+    dataset = dense_split(spec.kind, spec.root, split, dcfg.input_size, dcfg.mean, dcfg.std, names)
+    target = resolve_device(device)
+    pm.to(target)
+    scores = evaluate_tasks(pm, dataset, batch_size, target, autocast_dtype(amp, target))
+    results = {name: s.values for name, s in scores.items()}
+    return {"task_results": results, "headline": headlines(results, pm.tasks)}
 
 
 def check_input_size(adapter: Path, info: dict[str, Any], size: tuple[int, int]) -> None:

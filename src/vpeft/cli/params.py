@@ -1,23 +1,27 @@
 """`vpeft params`: trainable / encoder / head / total parameter counts of a method on a backbone.
 
-`--tasks N` counts N independent task copies of a single-task method sharing one frozen
-backbone: every trained tensor (encoder part and head) is stored N times, the frozen backbone
-once, so trainable, trainable_encoder and head scale by N and
-total = (total − trainable) + N · trainable. Multi-task methods (``MethodInfo.multi_task``:
-Hyperformer, Polyhistor, Polyhistor-Lite) share their trained tensors across tasks: they are
-built once with N classification tasks and counted as they are (task embeddings N times, the
-hypernetworks once, N heads).
+`--tasks semseg,parts,saliency,normals` (or `--tasks pascal-mt`) builds the real dense
+multi-task model — one decoder per task, the method one copy per task (or once with
+`--shared`) — and reports its summary: trainable, trainable_encoder (= encoder_shared +
+encoder_per_task), head (all decoders), total (the spec/polyhistor.md parameter table).
+
+`--tasks N` (N > 1) builds the real model with N `--num-classes`-way classification tasks
+on one frozen backbone: a single-task method one copy per task (or once with `--shared`), a
+multi-task method (e.g. Polyhistor's hypernetworks) once for all tasks; the record adds
+encoder_shared, encoder_per_task and tasks. For a per-task method, trainable, trainable_encoder
+and head are N times the single-task figures and total = (total − trainable) + N · trainable.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ..core.registry import get_method
+from ..errors import ConfigError
 from ..model import Summary, apply
 from ..tasks import ClassificationTask
 from .common import (
@@ -34,10 +38,15 @@ from .common import (
     handles_errors,
     parse_opts,
 )
+from .dense import SharedOpt, build_dense_model
 
 TasksOpt = Annotated[
-    int,
-    typer.Option("--tasks", min=1, help="count N independent task copies on one frozen backbone."),
+    str,
+    typer.Option(
+        "--tasks",
+        help="N: count N independent classification copies on one frozen backbone; or dense "
+        "task names (semseg,parts,saliency,normals; pascal-mt = all four): the multi-task model.",
+    ),
 ]
 
 
@@ -52,26 +61,39 @@ def task_counts(summary: Summary, tasks: int) -> dict[str, int]:
     }
 
 
-def multi_task_counts(
+def classification_counts(
     backbone: str,
     method: str,
     opt: list[str] | None,
     num_classes: int,
     tasks: int,
+    shared: bool,
     weights: Path | None,
-) -> dict[str, int]:
-    """Counts of a multi-task method installed once for `tasks` classification tasks."""
+) -> dict[str, Any]:
+    """The summary of the real model with `tasks` classification tasks (see the docstring)."""
     options = parse_opts(opt)
     get_method(method).config.from_options(options)  # fail fast, before building the backbone
     task_list = [ClassificationTask(f"task{i + 1}", num_classes=num_classes) for i in range(tasks)]
-    pm = apply(build_backbone(backbone, weights, None), method, tasks=task_list, **options)
-    s = pm.summary()
-    return {
-        "trainable": s.trainable,
-        "trainable_encoder": s.trainable_encoder,
-        "head": s.head,
-        "total": s.total,
-    }
+    pm = apply(
+        build_backbone(backbone, weights, None), method, tasks=task_list, shared=shared, **options
+    )
+    return pm.summary().as_dict()
+
+
+def dense_counts(
+    backbone: str,
+    method: str,
+    opts: list[str] | None,
+    tasks: str,
+    shared: bool,
+    weights: Path | None = None,
+) -> dict[str, Any]:
+    """The summary of the dense multi-task model (PASCAL-Context class counts)."""
+    pm = build_dense_model(backbone, method, opts, tasks, shared, weights)
+    record: dict[str, Any] = pm.summary().as_dict()
+    record["tasks"] = list(pm.tasks)
+    record["shared"] = pm.methods[-1].shared  # shared-adapter is shared whatever --shared says
+    return record
 
 
 @handles_errors
@@ -80,7 +102,8 @@ def params(
     method: MethodOpt,
     opt: OptsOpt = None,
     num_classes: NumClassesOpt = 1000,
-    tasks: TasksOpt = 1,
+    tasks: TasksOpt = "1",
+    shared: SharedOpt = False,
     weights: WeightsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -90,20 +113,32 @@ def params(
     papers usually quote trainable_encoder. The default 1000-class head matches timm's
     ImageNet models, so total equals timm's figure for methods that add nothing.
     """
-    if tasks > 1 and get_method(method).multi_task:
-        counts = multi_task_counts(backbone, method, opt, num_classes, tasks, weights)
+    if tasks.strip().isdigit():
+        copies = int(tasks)
+        if copies < 1 or (shared and copies == 1):
+            raise ConfigError("--tasks N needs N >= 1 (and --shared needs several tasks)")
+        if copies == 1:
+            counts = task_counts(
+                build_model(backbone, method, opt, num_classes, weights).summary(), 1
+            )
+        else:
+            counts = classification_counts(
+                backbone, method, opt, num_classes, copies, shared, weights
+            )
+        title = f"{method} on {backbone}" + (f" × {copies} tasks" if copies > 1 else "")
     else:
-        counts = task_counts(
-            build_model(backbone, method, opt, num_classes, weights).summary(), tasks
-        )
+        counts = dense_counts(backbone, method, opt, tasks, shared, weights)
+        title = f"{method} on {backbone}, tasks {tasks}" + (" (shared)" if shared else "")
     if json_out:
         emit_json(counts)
         return
-    table = Table(title=f"{method} on {backbone}" + (f" × {tasks} tasks" if tasks > 1 else ""))
+    table = Table(title=title)
     table.add_column("parameters")
     table.add_column("count", justify="right")
     table.add_column("% of total", justify="right")
     for key, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
         table.add_row(key, f"{value:,}", f"{100.0 * value / max(counts['total'], 1):.4f}")
     console.print(table)
 

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ..analysis.profile import ProfileReport, profile_model
+from ..errors import ConfigError
 from ..train.device import resolve_device
 from .common import (
     BackboneOpt,
@@ -21,6 +22,7 @@ from .common import (
     emit_json,
     handles_errors,
 )
+from .dense import DenseTasksOpt, SharedOpt, build_dense_model
 
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="images per training step.")]
 ImgSizeOpt = Annotated[
@@ -46,17 +48,27 @@ def profile(
     warmup: WarmupOpt = 1,
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
+    tasks: DenseTasksOpt = None,
+    shared: SharedOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Profile one AdamW training step of METHOD on BACKBONE with random images.
 
     FLOPs (2 per multiply-accumulate, attention included) and bytes are per batch; activation
     bytes are what autograd saves for the backward; step_seconds is the median of --steps timed
-    steps. With --json, the contract keys (forward_flops, train_step_flops,
+    steps. With --tasks (dense task names, or pascal-mt) the dense multi-task model is profiled:
+    every task's decoder, and the backbone once per task for per-task methods (all tasks in
+    one step). With --json, the contract keys (forward_flops, train_step_flops,
     saved_activation_bytes, trainable, step_seconds) come first, then extra figures.
     """
     target = resolve_device(device)
-    pm = build_model(backbone, method, opt, num_classes, weights, img_size).to(target)
+    if tasks is not None:
+        pm = build_dense_model(backbone, method, opt, tasks, shared, weights, img_size)
+    else:
+        if shared:
+            raise ConfigError("--shared applies to dense multi-task models (--tasks)")
+        pm = build_model(backbone, method, opt, num_classes, weights, img_size)
+    pm = pm.to(target)
     report = profile_model(pm, batch=batch, img_size=img_size, steps=steps, warmup=warmup)
     if json_out:
         emit_json(report.as_dict())

@@ -21,6 +21,7 @@ from ..methods import get_method
 from ..model import apply
 from ..train import TrainConfig, train
 from ..train.lock import output_lock
+from ..train.records import SUMMARY_NAME, write_summary
 from ..train.rng import seed_everything
 from .common import (
     BackboneOpt,
@@ -46,6 +47,17 @@ from .data_option import (
     num_classes_of,
     resolve_split,
     training_input,
+)
+from .dense import (
+    DENSE_KINDS,
+    BaselineOpt,
+    DenseTasksOpt,
+    SharedOpt,
+    delta_m_against,
+    dense_split,
+    headlines,
+    task_results,
+    tasks_for,
 )
 from .outputs import check_out_dir
 
@@ -162,6 +174,9 @@ def train_command(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr.")] = True,
+    tasks: DenseTasksOpt = None,
+    shared: SharedOpt = False,
+    baseline: BaselineOpt = None,
     log: Annotated[
         str | None,
         typer.Option(
@@ -194,6 +209,27 @@ def train_command(
         raise ConfigError("--hflip/--no-hflip only applies with --augment")
     spec = DataSpec.parse(data)
     check_out_dir(out)
+    dense = tasks is not None or spec.kind in DENSE_KINDS
+    if dense:
+        if spec.kind not in DENSE_KINDS:
+            raise ConfigError(f"--tasks needs dense data ({', '.join(DENSE_KINDS)}), got {data}")
+        if hflip is not None:
+            raise ConfigError("--hflip applies to classification data; dense --augment flips")
+        with output_lock(out, int(os.environ.get("RANK", "0")) == 0):
+            summary = run_dense(
+                backbone + ("+random-init" if random_init else ""),
+                method, spec, data, out, options, weights, img_size, config, augment,
+                (train_split, val_split, test_split), resume, tasks or "pascal-mt", shared,
+                baseline,
+            )  # fmt: skip
+        if summary is not None:
+            if json_out:
+                emit_json(summary)
+            else:
+                console.print(dense_table(summary, f"{method} on {backbone}, {data}"))
+        return
+    if shared or baseline is not None:
+        raise ConfigError("--shared and --baseline apply to dense multi-task training (--tasks)")
     with output_lock(out, int(os.environ.get("RANK", "0")) == 0):
         summary = _run(
             backbone + ("+random-init" if random_init else ""),  # also the name recorded
@@ -267,6 +303,89 @@ def _run(
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     return result.summary(config, extra)  # what train() wrote to summary.json
+
+
+#: split names per dense data kind for ``auto`` (PASCAL-Context has train / val only; its val
+#: split is the test set of the multi-task literature)
+_DENSE_SPLITS = {
+    "dense-synthetic": {"train": "train", "val": "val", "test": "test"},
+    "pascal-mt": {"train": "train", "val": None, "test": "val"},
+}
+
+
+def run_dense(
+    backbone: str, method: str, spec: DataSpec, data: str, out: Path, options: dict[str, str],
+    weights: Path | None, img_size: int | None, config: TrainConfig, augment: bool,
+    split_names: tuple[str, str, str], resume: bool, tasks_text: str, shared: bool,
+    baseline: Path | None,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Build the dense multi-task model, train it, write summary.json with per-task results
+    (test split, last epoch), headline metrics and Δm against ``baseline``."""
+    name, _, random = backbone.partition("+")
+    model = create_backbone_for_cli(name, weights, img_size, random == "random-init")
+    dcfg = backbone_data_config(model)
+    task_list = tasks_for(tasks_text, spec.kind)
+    names = [t.name for t in task_list]
+    splits: dict[str, str | None] = {}
+    for role, given in zip(("train", "val", "test"), split_names, strict=True):
+        auto = _DENSE_SPLITS[spec.kind][role]
+        splits[role] = auto if given == AUTO_SPLIT else (None if given.lower() == "none" else given)
+    if splits["train"] is None:
+        raise ConfigError("--train-split cannot be 'none'")
+    datasets = {
+        role: dense_split(
+            spec.kind, spec.root, split, dcfg.input_size, dcfg.mean, dcfg.std, names,
+            augment=augment and role == "train",
+        )
+        for role, split in splits.items()
+        if split is not None
+    }  # fmt: skip
+    seed_everything(config.seed)  # the method's initial values
+    pm = apply(model, method, tasks=task_list, shared=True if shared else None, **options)
+    preprocessing = {"input_size": list(dcfg.input_size), "mean": list(dcfg.mean),
+                     "std": list(dcfg.std), "interpolation": dcfg.interpolation}  # fmt: skip
+    adapter_info.attach(pm, None, preprocessing, backbone)
+    extra = {"out": str(out), "data": data, "splits": splits, "tasks": names,
+             "shared": pm.methods[-1].shared, "augmentation": {"augment": augment},
+             "preprocessing": preprocessing}  # fmt: skip
+    result = train(
+        pm, datasets["train"], datasets.get("val"), datasets.get("test"), config,
+        resume=resume, summary_extra=extra,
+    )  # fmt: skip
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    summary = result.summary(config, extra)
+    last = result.history[-1] if result.history else {}
+    scored = "test" if splits["test"] is not None else "val"
+    per_task = task_results(last, pm.tasks, scored)
+    headline = headlines(per_task, pm.tasks)
+    summary.update(
+        result={"metric": f"{scored} per-task headline (last epoch)", "value": headline},
+        task_results=per_task,
+        headline=headline,
+        headline_split=scored,
+    )
+    if baseline is not None:
+        summary["delta_m"] = delta_m_against(headline, pm.tasks, baseline)
+    write_summary(out / SUMMARY_NAME, summary)
+    return summary
+
+
+def dense_table(summary: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("result")
+    table.add_column("value", justify="right")
+    for task, value in summary["headline"].items():
+        table.add_row(f"{task} ({summary['headline_split']}, last epoch)", f"{value:.2f}")
+    if "delta_m" in summary:
+        table.add_row("Δm vs baseline (%)", f"{summary['delta_m']['value']:+.2f}")
+    counts = summary["trainable"]
+    table.add_row(
+        "trainable encoder / all", f"{counts['trainable_encoder']:,} / {counts['trainable']:,}"
+    )
+    table.add_row("wall time (s)", f"{summary['wall_s']:.1f}")
+    table.add_row("output", summary["out"])
+    return table
 
 
 def _table(summary: dict[str, Any], title: str) -> Table:

@@ -41,6 +41,11 @@ class InstallContext:
     copy_per_task: Callable[[nn.Parameter], list[nn.Parameter]] | None = None
     #: the model's task heads (task name -> head); methods that replace heads write here
     heads: nn.ModuleDict = field(default_factory=nn.ModuleDict)
+    #: ids of backbone parameters the model's forward never reads (the final norm of a model
+    #: whose tasks all read feature maps); `train()` leaves them frozen and uncounted
+    unused: set[int] = field(default_factory=set)
+    #: set by `share_stage_norms()`: the tasks' stage-output norms become one shared set
+    stage_norms_shared: bool = False
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -90,6 +95,11 @@ class InstallContext:
                 "shared by all tasks (shared=True / --shared) or on a single-task model"
             )
 
+    def share_stage_norms(self) -> None:
+        """Ask for one set of stage-output norms shared by every dense task (multi-task
+        methods whose encoder adaptation is one for all tasks: Shared Adapter)."""
+        self.stage_norms_shared = True
+
     def train(self, *items: nn.Parameter | nn.Module, weight_decay: bool | None = None) -> None:
         """Make these parameters (or every parameter of these modules) trainable.
 
@@ -99,6 +109,7 @@ class InstallContext:
         """
         for item in items:
             params = [item] if isinstance(item, nn.Parameter) else list(item.parameters())
+            params = [p for p in params if id(p) not in self.unused]
             if self.copies_per_task and self.copy_per_task is not None:
                 params = [
                     c

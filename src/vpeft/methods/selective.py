@@ -3,7 +3,9 @@
 - `linear`: linear probe — frozen backbone, new linear head.
 - `full`: every parameter trains.
 - `partial-k`: the last k blocks (and, as the last block's output norm, the final norm) + head.
-- `bitfit` (Ben Zaken et al., 2022): every bias term of the backbone.
+- `bitfit` (Ben Zaken et al., 2022): every bias term of the backbone, on Swin including the
+  patch-embedding / patch-merging biases and the relative-position-bias tables (the additive
+  attention biases; spec/polyhistor.md pins BitFit this way).
 - `norm`: affine parameters of every LayerNorm / BatchNorm / GroupNorm.
 - `mlp-k`: frozen backbone with a k-layer MLP head.
 
@@ -73,11 +75,14 @@ def _backbone_modules(ctx: InstallContext) -> list[nn.Module]:
 
 
 def install_bitfit(ctx: InstallContext, cfg: NoOptions) -> None:
-    """Every `bias` parameter of every backbone module (incl. patch embed / merging on Swin)."""
+    """Every `bias` parameter of every backbone module (incl. patch embed / merging on Swin)
+    and Swin's relative-position-bias tables."""
     for module in _backbone_modules(ctx):
         bias = module._parameters.get("bias")
         if isinstance(bias, nn.Parameter):
             ctx.train(bias)
+    for table in ctx.spec.relative_position_tables:
+        ctx.train(table)
 
 
 def install_norm(ctx: InstallContext, cfg: NoOptions) -> None:

@@ -9,7 +9,7 @@ loss is a mean over that sample's valid pixels (a sample without valid pixels co
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,6 +39,21 @@ class DenseHead(nn.Module):
         if tuple(logits.shape[-2:]) != tuple(out_size):
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
         return logits
+
+
+def share_stage_norms(heads: Iterable[nn.Module]) -> StageNorms | None:
+    """Make every `DenseHead` among `heads` read one set of stage-output norms (the first
+    head's); returns that set, which the caller registers once (heads keep a plain reference,
+    so its parameters have one name). ``None`` when fewer than two dense heads share maps of
+    the same widths."""
+    dense = [h for h in heads if isinstance(h, DenseHead)]
+    if len(dense) < 2 or len({h.norms.dims for h in dense}) != 1:
+        return None
+    shared = dense[0].norms
+    for head in dense:
+        head._modules.pop("norms", None)
+        object.__setattr__(head, "norms", shared)
+    return shared
 
 
 def _masked_sample_means(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -228,3 +243,46 @@ def delta_m(
         sign = -1.0 if name in lower else 1.0
         total += sign * (value - base) / base
     return 100.0 * total / len(results)
+
+
+#: Class counts of the segmentation tasks per dense dataset (background included).
+DENSE_CLASSES: dict[str, dict[str, int]] = {
+    "pascal-mt": {"semseg": 21, "parts": 7},
+    "dense-synthetic": {"semseg": 4, "parts": 7},
+}
+
+
+def dense_tasks(
+    names: Sequence[str], dataset: str = "pascal-mt", embed_dim: int = 256
+) -> list[Task]:
+    """The named tasks among ``semseg``, ``parts``, ``saliency``, ``normals`` (or
+    ``pascal-mt`` for all four), with the class counts of `dataset` (`DENSE_CLASSES`)."""
+    names = list(PASCAL_MT_TASKS) if list(names) == ["pascal-mt"] else list(names)
+    unknown = [n for n in names if n not in PASCAL_MT_TASKS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ConfigError(
+            f"dense tasks must be distinct names among {list(PASCAL_MT_TASKS)} (or pascal-mt "
+            f"for all four), got {list(names)}"
+        )
+    if dataset not in DENSE_CLASSES:
+        raise ConfigError(f"unknown dense dataset {dataset!r}; known: {sorted(DENSE_CLASSES)}")
+    classes = DENSE_CLASSES[dataset]
+    build = {
+        "semseg": lambda: SegmentationTask(
+            "semseg", num_classes=classes["semseg"], target_field="semseg", embed_dim=embed_dim
+        ),
+        "parts": lambda: SegmentationTask(
+            "parts", num_classes=classes["parts"], target_field="parts", embed_dim=embed_dim
+        ),
+        "saliency": lambda: SaliencyTask("saliency", target_field="saliency", embed_dim=embed_dim),
+        "normals": lambda: NormalsTask("normals", target_field="normals", embed_dim=embed_dim),
+    }
+    return [build[n]() for n in names]
+
+
+#: The headline metric of every dense task kind, and whether lower is better (for Δm).
+HEADLINES: dict[str, tuple[str, bool]] = {
+    "segmentation": ("miou", False),
+    "saliency": ("miou", False),
+    "normals": ("mean", True),
+}
