@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VpeftError
 from .forwarding import ForwardsToWrapped
+from .parallel import add_parallel
 
 
 class NotMergeableError(VpeftError):
@@ -95,8 +95,9 @@ class AdaptedLayer(ForwardsToWrapped):
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         y = self._run_base(x, *args, **kwargs)
-        for key, branch in self.parallel.items():
-            y = _add_rows(y, branch(x), self._rows[f"p.{key}"])
+        y = add_parallel(  # one fused low-rank product, no full-width padding (core/parallel.py)
+            self.base, y, x, ((b, self._rows[f"p.{k}"]) for k, b in self.parallel.items())
+        )
         for key, module in self.sequential.items():
             rows = self._rows[f"s.{key}"]
             y = module(y) if rows is None else _replace_rows(y, module(y[..., rows]), rows)
@@ -154,13 +155,6 @@ class AdaptedLayer(ForwardsToWrapped):
             plain.bias.copy_(bias)
         plain.requires_grad_(False)
         return plain
-
-
-def _add_rows(y: torch.Tensor, delta: torch.Tensor, rows: slice | None) -> torch.Tensor:
-    if rows is None:
-        return y + delta
-    width = y.shape[-1]
-    return y + F.pad(delta, (rows.start, width - rows.stop))
 
 
 def _replace_rows(y: torch.Tensor, new: torch.Tensor, rows: slice) -> torch.Tensor:
