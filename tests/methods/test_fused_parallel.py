@@ -100,3 +100,16 @@ def test_qv_lora_uses_one_low_rank_product_and_no_padding() -> None:
         pm(images())
     assert "aten.constant_pad_nd" not in log.ops
     assert log.ops.count("aten.addmm_") == 2 * depth
+
+
+def test_fused_lora_counts_the_same_flops(monkeypatch) -> None:
+    """The FLOP counter sees the in-place `addmm_` products (vpeft.analysis.INPLACE_FORMULAS)."""
+    from vpeft.analysis import train_step_flops
+
+    pm = checks.build("lora", BACKBONES["vit"], rank=2, targets=("q", "v", "fc1"))
+    pm.train()
+    fused = train_step_flops(pm, images())
+    with monkeypatch.context() as m:
+        m.setattr(wrapper_module, "add_parallel", _padded)
+        padded = train_step_flops(pm, images())
+    assert fused == padded
