@@ -94,14 +94,31 @@ class AdaptedLayer(ForwardsToWrapped):
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        y = self._run_base(x, *args, **kwargs)
+        sequential = list(self.sequential.items())
+        y = self._fused_first(sequential, x, *args, **kwargs)
+        if y is not None:  # the first sequential module ran folded into the base (e.g. SSF)
+            sequential = sequential[1:]
+        else:
+            y = self._run_base(x, *args, **kwargs)
         y = add_parallel(  # one fused low-rank product, no full-width padding (core/parallel.py)
             self.base, y, x, ((b, self._rows[f"p.{k}"]) for k, b in self.parallel.items())
         )
-        for key, module in self.sequential.items():
+        for key, module in sequential:
             rows = self._rows[f"s.{key}"]
             y = module(y) if rows is None else _replace_rows(y, module(y[..., rows]), rows)
         return y
+
+    def _fused_first(
+        self, sequential: list[tuple[str, nn.Module]], x: torch.Tensor, *args: object, **kw: object
+    ) -> torch.Tensor | None:
+        """module(base(x)) computed by the first sequential module's `fused_forward(base, x)`
+        when it is the only piece between the base and the output (None: not applicable)."""
+        if not sequential or self.parallel or self.reparam:
+            return None
+        key, first = sequential[0]
+        if self._rows[f"s.{key}"] is not None or not hasattr(first, "fused_forward"):
+            return None
+        return first.fused_forward(self.base, x, *args, **kw)
 
     def _run_base(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         if not self.reparam:
