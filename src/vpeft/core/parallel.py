@@ -88,6 +88,13 @@ def _add_low_rank(
         start += rank
 
 
+def _folded(branch: nn.Module, base: nn.Module) -> bool:
+    """Whether `branch` folded itself into `base`'s weights for this forward (SPT's sparse
+    deltas at eval, `EvalFold`): it then adds nothing here."""
+    fold = getattr(branch, "fold_for_eval", None)
+    return fold is not None and fold(base)
+
+
 def _writable_output(base: nn.Module, y: torch.Tensor) -> bool:
     """Whether `y` is a plain linear layer's fresh output nobody else holds (no forward hooks)."""
     return (

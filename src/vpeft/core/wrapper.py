@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import VpeftError
 from .forwarding import ForwardsToWrapped
-from .parallel import add_parallel
+from .parallel import _folded, add_parallel
 
 
 class NotMergeableError(VpeftError):
@@ -94,15 +94,17 @@ class AdaptedLayer(ForwardsToWrapped):
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        # branches folded into the base's weights for this forward (eval) drop out *before* it runs
+        parallel = [
+            (b, self._rows[f"p.{k}"]) for k, b in self.parallel.items() if not _folded(b, self.base)
+        ]
         sequential = list(self.sequential.items())
-        y = self._fused_first(sequential, x, *args, **kwargs)
+        y = None if parallel else self._fused_first(sequential, x, *args, **kwargs)
         if y is not None:  # the first sequential module ran folded into the base (e.g. SSF)
             sequential = sequential[1:]
         else:
             y = self._run_base(x, *args, **kwargs)
-        y = add_parallel(  # one fused low-rank product, no full-width padding (core/parallel.py)
-            self.base, y, x, ((b, self._rows[f"p.{k}"]) for k, b in self.parallel.items())
-        )
+        y = add_parallel(self.base, y, x, parallel)  # fused low-rank, no padding (core/parallel)
         for key, module in sequential:
             rows = self._rows[f"s.{key}"]
             y = module(y) if rows is None else _replace_rows(y, module(y[..., rows]), rows)
@@ -113,7 +115,7 @@ class AdaptedLayer(ForwardsToWrapped):
     ) -> torch.Tensor | None:
         """module(base(x)) computed by the first sequential module's `fused_forward(base, x)`
         when it is the only piece between the base and the output (None: not applicable)."""
-        if not sequential or self.parallel or self.reparam:
+        if not sequential or self.reparam:
             return None
         key, first = sequential[0]
         if self._rows[f"s.{key}"] is not None or not hasattr(first, "fused_forward"):
@@ -121,10 +123,11 @@ class AdaptedLayer(ForwardsToWrapped):
         return first.fused_forward(self.base, x, *args, **kw)
 
     def _run_base(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        if not self.reparam:
+        pieces = [p for p in self.reparam.values() if not _folded(p, self.base)]
+        if not pieces:
             return self.base(x, *args, **kwargs)
         params: dict[str, torch.Tensor] = {}
-        for piece in self.reparam.values():
+        for piece in pieces:
             current = params.get(piece.target, self.base.get_parameter(piece.target))
             params[piece.target] = current + piece().to(current.dtype)
         return torch.func.functional_call(self.base, params, (x, *args), kwargs)
@@ -133,6 +136,9 @@ class AdaptedLayer(ForwardsToWrapped):
     @torch.no_grad()
     def merged(self) -> nn.Module:
         """A plain copy of `base` with every piece folded in (raises if one cannot be)."""
+        for piece in (*self.parallel.values(), *self.reparam.values()):
+            if hasattr(piece, "unfold"):  # pieces folded for eval write W back first
+                piece.unfold()
         base = self.base.merged() if isinstance(self.base, AdaptedLayer) else self.base
         if self.reparam:
             base = copy.deepcopy(base)
