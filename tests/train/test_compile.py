@@ -16,8 +16,15 @@ from vpeft.train.compile import (
 )
 
 
-def test_compiled_lora_matches_eager() -> None:
-    reason = compile_unavailable_reason("cpu")
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("aot_eager", marks=pytest.mark.slow),  # graph capture, no codegen: 84 s here
+        pytest.param("inductor", marks=pytest.mark.slow),  # C++ kernels: minutes on 2 cores
+    ],
+)
+def test_compiled_lora_matches_eager(backend: str) -> None:
+    reason = compile_unavailable_reason("cpu") if backend == "inductor" else None
     if reason is not None:
         pytest.skip(reason)
     pm = checks.build("lora", tiny_vit, rank=2)
@@ -25,7 +32,7 @@ def test_compiled_lora_matches_eager() -> None:
     pm.eval()
     x = images()
     try:
-        fast = compile_model(pm, probe=x)
+        fast = compile_model(pm, probe=x, backend=backend)
     except CompileUnavailableError as err:
         pytest.skip(str(err))
     with torch.no_grad():
