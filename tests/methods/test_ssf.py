@@ -136,7 +136,10 @@ def test_scale_shift_merges_into_each_layer_type(kind: str) -> None:
         base = layer(x)
         shape = (-1,) + (1,) * trailing
         want = base * ss.scale.view(shape) + ss.shift.view(shape)
-        torch.testing.assert_close(wrapper(x), want, atol=0, rtol=0)
+        # after a norm, SSF runs folded into it (weight γw, bias γb + β): rounding differs
+        exact = kind not in ("layernorm", "layernorm2d")
+        tol = 0 if exact else 1e-6
+        torch.testing.assert_close(wrapper(x), want, atol=tol, rtol=tol)
         merged = wrapper.merged()
         assert type(merged) is type(layer)
         torch.testing.assert_close(merged(x), want, atol=1e-6, rtol=1e-5)

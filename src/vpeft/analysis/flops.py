@@ -94,9 +94,20 @@ ATTENTION_FORMULAS: dict[Any, Callable[..., int]] = {
 }
 
 
+def _inplace_addmm(
+    self_shape: Sequence[int], a_shape: Sequence[int], b_shape: Sequence[int], *a: Any, **k: Any
+) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+#: In-place products the stock counter skips (it registers `addmm`, not `addmm_`); vpeft's fused
+#: LoRA path (`vpeft.core.parallel`) adds its low-rank deltas with `addmm_`.
+INPLACE_FORMULAS: dict[Any, Callable[..., int]] = {op: _inplace_addmm for op in _ops("addmm_")}
+
+
 def flop_counter() -> FlopCounterMode:
-    """A silent `FlopCounterMode` that also counts fused attention kernels."""
-    return FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS)
+    """A silent `FlopCounterMode` that also counts fused attention kernels and `addmm_`."""
+    return FlopCounterMode(display=False, custom_mapping={**ATTENTION_FORMULAS, **INPLACE_FORMULAS})
 
 
 @dataclass(frozen=True)

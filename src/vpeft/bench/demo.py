@@ -119,11 +119,11 @@ class TaskData:
 
 
 def default_threads() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """CPU cores this process may run on and other runnable tasks leave free
+    (`vpeft.train.threads.default_threads`: affinity, cgroup quota, current load)."""
+    from ..train.threads import default_threads as usable_threads
+
+    return usable_threads()
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -70,7 +71,12 @@ class TaskSwitch(nn.Module):
             copies = self._modules.get("copies")
             if copies is None or name.startswith("_"):
                 raise
-            # sizes and other constants are the same in every copy; methods use the active one
+            # sizes and other constants are the same in every copy; methods (and tensors) belong
+            # to one task's copy, so outside a task's forward only constants are answered
             state = self.__dict__["_state"]
-            task = state.current if state.current is not None else next(iter(copies))
-            return getattr(copies[task], name)
+            if state.current is not None:
+                return getattr(copies[state.current], name)
+            value = getattr(next(iter(copies.values())), name)
+            if callable(value) or isinstance(value, torch.Tensor):
+                state.require()  # raises: a per-task module used with no active task
+            return value

@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VpeftError
 from .forwarding import ForwardsToWrapped
+from .parallel import _folded, add_parallel
 
 
 class NotMergeableError(VpeftError):
@@ -94,19 +94,40 @@ class AdaptedLayer(ForwardsToWrapped):
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        y = self._run_base(x, *args, **kwargs)
-        for key, branch in self.parallel.items():
-            y = _add_rows(y, branch(x), self._rows[f"p.{key}"])
-        for key, module in self.sequential.items():
+        # branches folded into the base's weights for this forward (eval) drop out *before* it runs
+        parallel = [
+            (b, self._rows[f"p.{k}"]) for k, b in self.parallel.items() if not _folded(b, self.base)
+        ]
+        sequential = list(self.sequential.items())
+        y = None if parallel else self._fused_first(sequential, x, *args, **kwargs)
+        if y is not None:  # the first sequential module ran folded into the base (e.g. SSF)
+            sequential = sequential[1:]
+        else:
+            y = self._run_base(x, *args, **kwargs)
+        y = add_parallel(self.base, y, x, parallel)  # fused low-rank, no padding (core/parallel)
+        for key, module in sequential:
             rows = self._rows[f"s.{key}"]
             y = module(y) if rows is None else _replace_rows(y, module(y[..., rows]), rows)
         return y
 
+    def _fused_first(
+        self, sequential: list[tuple[str, nn.Module]], x: torch.Tensor, *args: object, **kw: object
+    ) -> torch.Tensor | None:
+        """module(base(x)) computed by the first sequential module's `fused_forward(base, x)`
+        when it is the only piece between the base and the output (None: not applicable)."""
+        if not sequential or self.reparam:
+            return None
+        key, first = sequential[0]
+        if self._rows[f"s.{key}"] is not None or not hasattr(first, "fused_forward"):
+            return None
+        return first.fused_forward(self.base, x, *args, **kw)
+
     def _run_base(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        if not self.reparam:
+        pieces = [p for p in self.reparam.values() if not _folded(p, self.base)]
+        if not pieces:
             return self.base(x, *args, **kwargs)
         params: dict[str, torch.Tensor] = {}
-        for piece in self.reparam.values():
+        for piece in pieces:
             current = params.get(piece.target, self.base.get_parameter(piece.target))
             params[piece.target] = current + piece().to(current.dtype)
         return torch.func.functional_call(self.base, params, (x, *args), kwargs)
@@ -115,6 +136,9 @@ class AdaptedLayer(ForwardsToWrapped):
     @torch.no_grad()
     def merged(self) -> nn.Module:
         """A plain copy of `base` with every piece folded in (raises if one cannot be)."""
+        for piece in (*self.parallel.values(), *self.reparam.values()):
+            if hasattr(piece, "unfold"):  # pieces folded for eval write W back first
+                piece.unfold()
         base = self.base.merged() if isinstance(self.base, AdaptedLayer) else self.base
         if self.reparam:
             base = copy.deepcopy(base)
@@ -154,13 +178,6 @@ class AdaptedLayer(ForwardsToWrapped):
             plain.bias.copy_(bias)
         plain.requires_grad_(False)
         return plain
-
-
-def _add_rows(y: torch.Tensor, delta: torch.Tensor, rows: slice | None) -> torch.Tensor:
-    if rows is None:
-        return y + delta
-    width = y.shape[-1]
-    return y + F.pad(delta, (rows.start, width - rows.stop))
 
 
 def _replace_rows(y: torch.Tensor, new: torch.Tensor, rows: slice) -> torch.Tensor:

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ...core.parallel import LowRankFactors
+
 
 class LoraBranch(nn.Module):
     """`B @ A` with A kaiming-uniform(a=√5) and B zero, so the branch is zero at init.
@@ -32,6 +34,12 @@ class LoraBranch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(x) @ self.lora_A.t().to(x.dtype)
         return (h @ self.lora_B.t().to(x.dtype)) * self.scale
+
+    def low_rank_factors(self) -> LowRankFactors | None:
+        """(A, B, scale) for `AdaptedLayer`'s fused product; None while dropout is active."""
+        if isinstance(self.dropout, nn.Dropout) and self.training:
+            return None
+        return LowRankFactors(self.lora_A, self.lora_B, self.scale)
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW = scale · B A, shape (out, in), for merging."""

@@ -129,11 +129,22 @@ def _positions_at_least(flat: torch.Tensor, want: int) -> torch.Tensor:
     fraction = 1.25 * want / n
     while fraction < 1.0:
         v = ranked[min(ranked.numel(), max(1, math.ceil(fraction * ranked.numel()))) - 1]
-        positions = torch.nonzero(flat >= v).squeeze(1)
+        positions = torch.nonzero(flat >= v).squeeze(1)  # all ties: fewer prefix doublings
         if positions.numel() >= want:
             return positions
         fraction *= 2
     return torch.arange(n, device=flat.device)
+
+
+def _at_least(scores: torch.Tensor, v: torch.Tensor, want: int) -> torch.Tensor:
+    """Ascending positions of every score > v and of the first entries equal to v, enough to
+    make `want` (all of them when fewer): an exact prefix of the (score desc, position asc)
+    ranking. Keeps a score level shared by millions of entries (ties) from entering the sort."""
+    above = torch.nonzero(scores > v).squeeze(1)
+    if above.numel() >= want:
+        return above
+    tied = torch.nonzero(scores == v).squeeze(1)[: want - above.numel()]
+    return torch.sort(torch.cat([above, tied])).values
 
 
 @dataclass
@@ -193,7 +204,7 @@ def _top_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
         positions = torch.arange(scores.numel(), device=scores.device)
     else:
         cut = torch.topk(scores, k, sorted=False).values.min()
-        positions = torch.nonzero(scores >= cut).squeeze(1)
+        positions = _at_least(scores, cut, k)
     order = torch.sort(scores[positions], descending=True, stable=True).indices
     return positions[order][:k]
 

@@ -74,11 +74,75 @@ def sparse_matmul(
     return y.reshape(*lead, out_features)
 
 
+#: (frozen tensor, flat indices into it, δ) for `EvalFold`.
+FoldTarget = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class EvalFold:
+    """Fold δ into the frozen tensor while evaluating; restore it bit-exactly for training.
+
+    `fold_for_eval(base)` is asked before each forward: in eval mode with no gradient wanted
+    for δ (no_grad / inference_mode, or δ frozen) it adds δ into the base's own tensor in place
+    — saving the n original entries first — and returns True: the caller then skips the piece,
+    so the layer costs what the plain backbone costs. Otherwise, and on `train()`, `merged()` or
+    `fold_sparse`, `unfold()` writes the saved entries back (bit-identical weights). A δ changed
+    while folded (its version moved) is re-folded. While folded, the base module's state_dict
+    holds W + scatter(δ); adapter files and checkpoints hold δ only.
+    """
+
+    _folded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+    _folded_version: tuple[int, ...] = ()
+
+    def _fold_targets(self, base: nn.Module) -> list[FoldTarget]:
+        """(frozen tensor, flat indices, δ) triples; empty when this piece cannot fold."""
+        raise NotImplementedError
+
+    def fold_for_eval(self, base: nn.Module) -> bool:
+        deltas = [p for p in self.parameters(recurse=False)]
+        wants_grad = torch.is_grad_enabled() and any(p.requires_grad for p in deltas)
+        if self.training or wants_grad:
+            self.unfold()
+            return False
+        version = tuple(p._version for p in deltas)
+        if self._folded is not None and version == self._folded_version:
+            return True
+        self.unfold()
+        targets = self._fold_targets(base)
+        if not targets:
+            return False
+        folded = []
+        with torch.no_grad():
+            for param, index, delta in targets:
+                flat = param.view(-1)
+                folded.append((param, index, flat[index].clone()))
+                flat.index_add_(0, index, delta.to(param.dtype))
+        self._folded, self._folded_version = folded, version
+        return True
+
+    def unfold(self) -> None:
+        """Write the saved original entries back (no-op when not folded)."""
+        if self._folded is None:
+            return
+        with torch.no_grad():
+            for param, index, saved in reversed(self._folded):
+                param.view(-1).index_copy_(0, index, saved)
+        self._folded, self._folded_version = None, ()
+
+    def train(self, mode: bool = True):  # type: ignore[no-untyped-def]
+        if mode:
+            self.unfold()
+        return super().train(mode)  # type: ignore[misc]
+
+
+def _foldable(param: torch.Tensor | None) -> bool:
+    return param is not None and param.is_contiguous()
+
+
 def _delta_parameter(n: int, like: torch.Tensor) -> nn.Parameter | None:
     return nn.Parameter(torch.zeros(n, dtype=like.dtype, device=like.device)) if n else None
 
 
-class SparseLinearDelta(nn.Module):
+class SparseLinearDelta(EvalFold, nn.Module):
     """Sparse entries of an `nn.Linear`'s weight (flat indices into out × in) and bias."""
 
     def __init__(
@@ -107,6 +171,18 @@ class SparseLinearDelta(nn.Module):
             y = y + self.delta_bias().to(y.dtype)
         return y
 
+    def _fold_targets(self, base: nn.Module) -> list[FoldTarget]:
+        weight, bias = getattr(base, "weight", None), getattr(base, "bias", None)
+        if not _foldable(weight) or (self.bias_delta is not None and not _foldable(bias)):
+            return []
+        targets = []
+        if self.weight_delta is not None:
+            index = self.weight_rows * self.in_features + self.weight_cols
+            targets.append((weight, index, self.weight_delta))
+        if self.bias_delta is not None:
+            targets.append((bias, self.bias_index, self.bias_delta))
+        return targets
+
     def delta_weight(self) -> torch.Tensor:
         """scatter(δ_w) as a dense (out × in) matrix (for merging only)."""
         w = torch.zeros(self.out_features, self.in_features, device=self.weight_rows.device)
@@ -130,7 +206,7 @@ class SparseLinearDelta(nn.Module):
         return f"{self.out_features}x{self.in_features}, weight entries={n_w}, bias entries={n_b}"
 
 
-class SparseDelta(nn.Module):
+class SparseDelta(EvalFold, nn.Module):
     """δ on flat entries `index` of the base module's parameter `target` (reparam piece)."""
 
     def __init__(self, target: str, param: torch.Tensor, index: torch.Tensor) -> None:
@@ -146,6 +222,10 @@ class SparseDelta(nn.Module):
         flat = self.delta.new_zeros(math.prod(self.shape))
         return flat.index_put((self.index,), self.delta).view(self.shape)
 
+    def _fold_targets(self, base: nn.Module) -> list[FoldTarget]:
+        param = base.get_parameter(self.target)
+        return [(param, self.index, self.delta)] if _foldable(param) else []
+
     def extra_repr(self) -> str:
         return f"target={self.target}, shape={self.shape}, entries={self.delta.numel()}"
 
@@ -160,6 +240,9 @@ def fold_sparse(model: nn.Module) -> int:
     from ...core.wrapper import AdaptedLayer
 
     folded = 0
+    for module in model.modules():
+        if isinstance(module, EvalFold):
+            module.unfold()
     with torch.no_grad():
         for parent in list(model.modules()):
             for name, layer in list(parent.named_children()):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from timm.layers import norm as timm_norm
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ...errors import UnsupportedBackboneError
 
@@ -46,8 +47,21 @@ class ScaleShift(nn.Module):
                 self.shift.normal_(0.0, init_std)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        shape = (-1,) + (1,) * self.trailing
-        return y * self.scale.view(shape).to(y.dtype) + self.shift.view(shape).to(y.dtype)
+        scale, shift = self.scale.to(y.dtype), self.shift.to(y.dtype)
+        return ScaleShiftFunction.apply(y, scale, shift, self.trailing)
+
+    def fused_forward(
+        self, base: nn.Module, x: torch.Tensor, *args: object, **kwargs: object
+    ) -> torch.Tensor | None:
+        """γ ⊙ LN(x) + β as one LayerNorm with weight γ ⊙ w and bias γ ⊙ b + β (None when `base`
+        is not an affine LayerNorm). The norm saves only what it saves anyway (its input and
+        statistics); the chain rule gives dγ = dw'·w + db'·b and dβ = db'."""
+        if not isinstance(base, nn.LayerNorm) or base.weight is None or base.bias is None:
+            return None
+        weight, bias = base.weight, base.bias
+        scale, shift = self.scale.to(weight.dtype), self.shift.to(bias.dtype)
+        folded = {"weight": weight * scale, "bias": bias * scale + shift}
+        return torch.func.functional_call(base, folded, (x, *args), kwargs)
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(γ, β) per output channel, for merging into the preceding layer."""
@@ -55,6 +69,47 @@ class ScaleShift(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.scale.numel()}, trailing={self.trailing}"
+
+
+class ScaleShiftFunction(torch.autograd.Function):
+    """z = γ ⊙ y + β that keeps its *output* z for the backward instead of its input y.
+
+    The layer after SSF usually keeps z anyway (attention keeps q, k, v; GELU keeps its input),
+    so saving z costs no bytes there, and never more than saving y elsewhere. The backward
+    recovers y = (z − β) / γ for dγ = Σ g ⊙ y; dβ = Σ g; dy = γ ⊙ g (SSF paper, Eq. 4).
+    A channel with γ exactly 0 would make the recovered y non-finite (γ starts at 1).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        y: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        trailing: int,
+    ) -> torch.Tensor:
+        shape = (-1,) + (1,) * trailing
+        z = y * scale.view(shape) + shift.view(shape)
+        ctx.save_for_backward(z, scale, shift)
+        ctx.trailing = trailing
+        return z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
+        z, scale, shift = ctx.saved_tensors
+        shape = (-1,) + (1,) * ctx.trailing
+        channel = grad.dim() - 1 - ctx.trailing
+        dims = [d for d in range(grad.dim()) if d != channel]
+        need_y, need_scale, need_shift = ctx.needs_input_grad[:3]
+        grad_y = grad * scale.view(shape) if need_y else None
+        grad_scale = grad_shift = None
+        if need_scale:
+            y = (z - shift.view(shape)) / scale.view(shape)
+            grad_scale = (grad * y).sum(dims)
+        if need_shift:
+            grad_shift = grad.sum(dims)
+        return grad_y, grad_scale, grad_shift, None
 
 
 def channel_layout(module: nn.Module) -> tuple[int, int]:

@@ -71,8 +71,19 @@ class VqtConfig(SelectionConfig):
         "(learned per-layer weights over the T outputs, init 1/T; D)",
     )
 
+    memory: Literal["keys_values", "recompute"] = option(
+        "keys_values",
+        "keys_values: keep every layer's frozen K, V for the query backward (≈1.0× forward "
+        "FLOPs); recompute: keep only each layer's qkv input and recompute K, V in the query "
+        "pass and its backward (half the activations, + the K, V projections twice)",
+    )
+
     def validate(self) -> None:
         super().validate()
+        self._require(
+            self.memory in ("keys_values", "recompute"),
+            f"memory must be 'keys_values' or 'recompute', got {self.memory!r}",
+        )
         self._require(self.num_queries >= 1, f"num_queries must be >= 1, got {self.num_queries}")
         self._require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -94,6 +105,7 @@ def install_vqt(ctx: InstallContext, cfg: VqtConfig) -> None:
         dropout=cfg.dropout,
         reduce=cfg.reduce,
         selection=cfg.selection_tensor(),
+        memory=cfg.memory,
     )
     ctx.train(module)
     # query tokens follow the library's token rule (no decay); the reference decays them

@@ -24,10 +24,11 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ...backbones.attention import AttentionOps, attention_ops
 from ...backbones.spec import BackboneSpec
-from .capture import capture_outputs
+from .capture import capture_inputs, capture_outputs
 from .head import SelectedLinear, normalize_groups
 from .query_layer import query_block
 
@@ -69,8 +70,10 @@ class QueryTuning(nn.Module):
         dropout: float = 0.1,
         reduce: str = "concat",
         selection: torch.Tensor | None = None,
+        memory: str = "keys_values",
     ) -> None:
         super().__init__()
+        self.memory = memory
         like = spec.blocks[0].attention.q.weight  # type: ignore[union-attr]
         width, depth = spec.embed_dim, spec.depth
         bound = query_init_bound(spec.patch_size, width)
@@ -122,11 +125,19 @@ class QueryTuning(nn.Module):
         Without autograd (and compact keys/values) unless a backbone parameter trains.
         """
         adapt = torch.is_grad_enabled() and self.backbone_trains()
-        slots = [b.attention.q.module for b in self.spec.blocks]  # type: ignore[union-attr]
-        keep = self._keys_values if adapt else self._compact_keys_values
-        with torch.set_grad_enabled(adapt), capture_outputs(slots, keep) as keys_values:
+        slots = self._qkv_slots()
+        if self.memory == "recompute" and not adapt:  # keep the qkv inputs only (N·D per layer)
+            capture = capture_inputs(slots, lambda i, t: (t,))
+        else:
+            capture = capture_outputs(
+                slots, self._keys_values if adapt else self._compact_keys_values
+            )
+        with torch.set_grad_enabled(adapt), capture as keys_values:
             final = self.spec.features(x)
         return final, keys_values
+
+    def _qkv_slots(self) -> list[nn.Module]:
+        return [b.attention.q.module for b in self.spec.blocks]  # type: ignore[union-attr]
 
     def _keys_values(self, index: int, fused: torch.Tensor) -> KeysValues:
         _, k, v = self.ops[index].split_qkv(fused)
@@ -144,8 +155,26 @@ class QueryTuning(nn.Module):
             # a copy per sample (own dropout mask); never a view of the parameter, which
             # under no_grad would flag requires_grad without a grad_fn (breaks module hooks)
             tokens = self.dropout(self.queries[m].repeat(batch, 1, 1))
-            out.append(query_block(block, ops, tokens, *keys_values[m]))
+            if len(keys_values[m]) == 1:  # memory="recompute": (qkv input,)
+                out.append(self._recomputed_query_block(m, tokens, keys_values[m][0]))
+            else:
+                out.append(query_block(block, ops, tokens, *keys_values[m]))
         return out
+
+    def _recomputed_query_block(
+        self, m: int, tokens: torch.Tensor, qkv_input: torch.Tensor
+    ) -> torch.Tensor:
+        """`query_block` with K_m, V_m projected again from the layer's qkv input, inside an
+        activation checkpoint: the backward keeps only `qkv_input` and recomputes K, V."""
+        block, ops, slot = self.spec.blocks[m], self.ops[m], self._qkv_slots()[m]
+
+        def layer(tokens: torch.Tensor, qkv_input: torch.Tensor) -> torch.Tensor:
+            _, k, v = ops.split_qkv(slot(qkv_input))
+            return query_block(block, ops, tokens, k, v)
+
+        if not torch.is_grad_enabled():
+            return layer(tokens, qkv_input)
+        return checkpoint(layer, tokens, qkv_input, use_reentrant=False)
 
     def reduce_layer(self, m: int, z: torch.Tensor) -> torch.Tensor:
         """Block m's feature group from its T query outputs z (B, T, D)."""
