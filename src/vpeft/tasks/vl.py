@@ -385,7 +385,8 @@ class ContrastiveRetrievalTask(_RetrievalOptions):
     ``"embeddings"`` features, symmetric InfoNCE loss (`info_nce`, positives by ``image_id``),
     recall from cosine similarity (`EmbeddingRecall`) when the gallery sizes are set.
     ``embed_dim`` is the embedding width (default: the backbone's `FeatureInfo.embed_dim`).
-    Target field ``match``: ``{"image_id", "text_id"}`` (a ``label`` field, if present, is ignored)."""
+    Target field ``match``: ``{"image_id", "text_id"}`` (a ``label`` field, if present, is
+    ignored)."""
 
     embed_dim: int = 0
     init_scale: float = 1 / 0.07
