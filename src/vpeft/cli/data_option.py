@@ -1,7 +1,9 @@
 """The ``--data KIND:ROOT_OR_TASK`` option shared by `vpeft train` and `vpeft eval`.
 
 ``synthetic:synth-count`` names a procedural task; ``vtab:/data/vtab-1k/cifar``,
-``fgvc:/data/fgvc/cub`` and ``folder:/data/my-images`` name folders read by `vpeft.data`.
+``fgvc:/data/fgvc/cub`` and ``folder:/data/my-images`` name folders read by `vpeft.data`;
+``vl-synthetic:vqa`` (nlvr2, retrieval, clip-base, clip-new) the procedural VL suite
+(`vpeft.cli.vl_data`).
 Splits follow VTAB-1k: ``train800``, ``val200``, ``train800val200`` and ``test``.
 """
 
@@ -17,7 +19,7 @@ from ..data.transforms import DataConfig, data_config_for
 from ..errors import ConfigError, DatasetError
 from ..train.inputs import Data
 
-KINDS: tuple[str, ...] = ("synthetic", "vtab", "fgvc", "folder")
+KINDS: tuple[str, ...] = ("synthetic", "vtab", "fgvc", "folder", "vl-synthetic")
 #: Whole splits are pre-transformed into one tensor when they take at most this many bytes.
 TENSOR_BYTES_LIMIT = 2 * 1024**3
 
@@ -26,8 +28,9 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder "
-        "(e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar).",
+        help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder, vl-synthetic "
+        "(e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar, vl-synthetic:vqa with a VL "
+        "backbone; parts vqa, nlvr2, retrieval, clip-base, clip-new).",
     ),
 ]
 
@@ -48,7 +51,7 @@ class DataSpec:
             )
         if kind not in KINDS:
             raise ConfigError(f"--data kind {kind!r} is unknown; choose one of {list(KINDS)}")
-        if kind != "synthetic" and not Path(root).is_dir():
+        if kind not in ("synthetic", "vl-synthetic") and not Path(root).is_dir():
             raise DatasetError(
                 f"--data {text}: the dataset folder {root} does not exist; download and "
                 "unpack the dataset there (see the README) or correct the path"
