@@ -449,7 +449,11 @@ def apply(
         fp = fingerprint(frozen_state(model, exclude=spec.classifier()))
         model.requires_grad_(False)
         pm = PeftModel(model, task_list, heads, fp)
+        # heads train, except tensors a task declares frozen (CLIP's fixed temperature)
+        declared_frozen = [p for p in pm.heads.parameters() if not p.requires_grad]
         pm.heads.requires_grad_(True)
+        for p in declared_frozen:
+            p.requires_grad_(False)
         _install(pm, info, method, config, shared)
     except BaseException:
         undo.restore()  # a failed install leaves the user's model as it was given

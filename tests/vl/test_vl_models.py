@@ -169,6 +169,7 @@ def test_class_embeddings_encode_the_tasks_prompts_once():
     assert classes.shape == (5, 8) and image.shape == (2, 8)
     torch.testing.assert_close(classes, ref, rtol=0, atol=0)
     assert logits.shape == (2, 5)
+    assert pm.summary().trainable == 0  # the temperature stays CLIP's fixed 100 (learn_scale)
     cached = pm._prompt_ids["zs"][1]["input_ids"]
     pm(pixels)
     assert pm._prompt_ids["zs"][1]["input_ids"] is cached  # tokenized once
