@@ -151,3 +151,30 @@ def test_wrong_pairings_are_clear_errors(small_suite, tmp_path):
         ]
     )
     assert code != 0 and "fixed by the part" in stderr
+
+
+def test_profile_a_vl_backbone(tmp_path):
+    backbone = _folder(tiny_vilt(), tmp_path / "vilt")
+    code, stdout, stderr = _invoke(
+        [
+            "profile",
+            "--backbone",
+            backbone,
+            "--method",
+            "lora",
+            "--batch",
+            2,
+            "--steps",
+            1,
+            "--warmup",
+            0,
+            "--num-classes",
+            3,
+            "--device",
+            "cpu",
+            "--json",
+        ]  # fmt: skip
+    )
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["forward_flops"] > 0 and report["trainable"] > 0
