@@ -4,7 +4,7 @@ Writes `src/vpeft/assets/clip_tiny_synth/` (config.json, model.safetensors, toke
 plain transformers folder, ``CLIPModel.from_pretrained(folder)``) and `clip_tiny_synth.json`
 (recipe, held-out retrieval R@1 and zero-shot accuracy on the base and new classes, timing).
 
-    python scripts/pretrain_tiny_clip.py            # minutes on 2 CPU cores; see the recorded train_seconds
+    python scripts/pretrain_tiny_clip.py  # CPU; the time is recorded (train_seconds)
 
 Objective: CLIP's symmetric InfoNCE (Radford et al. 2021) over a batch of (image, caption)
 pairs with a learned temperature; captions of one image in the same batch count as positives

@@ -4,7 +4,7 @@ Writes `src/vpeft/assets/vilt_tiny_synth/` (config.json, model.safetensors, toke
 plain transformers folder, ``ViltModel.from_pretrained(folder)``) and `vilt_tiny_synth.json`
 (recipe, held-out matching and MLM accuracy, timing).
 
-    python scripts/pretrain_tiny_vilt.py            # minutes on 2 CPU cores; see the recorded train_seconds
+    python scripts/pretrain_tiny_vilt.py  # CPU; the time is recorded (train_seconds)
 
 Objectives (ViLT's pretraining, Kim et al. 2021 §3.2): image-text matching — each caption with
 its image or, half of the time, a random other image; ``rank_output`` (``Linear(D, 1)`` on the

@@ -173,7 +173,7 @@ def test_profile_a_vl_backbone(tmp_path):
             "--device",
             "cpu",
             "--json",
-        ]  # fmt: skip
+        ]
     )
     assert code == 0, stderr
     report = json.loads(stdout)
