@@ -106,7 +106,8 @@ def run_one(task_name: str, method: str, seed: int, args: argparse.Namespace) ->
     row: dict[str, Any] = {"task": task_name, "method": method, "seed": seed,
                            **pm.summary().as_dict()}  # fmt: skip
     batch = default_collate([train_set[i] for i in range(min(8, len(train_set)))])
-    row.update(_profile(pm, batch, task))
+    if method != "zero-shot":  # nothing trains: no training step to profile
+        row.update(_profile(pm, batch, task))
     start = time.time()
     if method != "zero-shot":
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -152,9 +153,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         ref = base.get(task)
         extra = (
             f"{(r0['forward_flops'] - ref['forward_flops']) / r0['batch'] / 1e6:.2f}"
-            if ref
+            if ref and "forward_flops" in r0
             else "-"
         )
+        saved = f"{r0['saved_activation_bytes'] / r0['batch'] / 1024:.0f}" if "batch" in r0 else "-"
         metric = _mean_std([r["headline"] for r in mine])
         if task == "clip":
             b = _mean_std([r["base_to_new"]["base"] for r in mine])
@@ -162,7 +164,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             metric = f"base {b} / new {n} / HM {metric}"
         lines.append(
             f"| {task} | {method} | {metric} ({len(mine)}) | {r0['trainable']:,} | {extra} | "
-            f"{r0['saved_activation_bytes'] / r0['batch'] / 1024:.0f} |"
+            f"{saved} |"
         )
     return "\n".join(lines)
 

@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup-steps", type=int, default=20)
+    parser.add_argument("--mlm-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ASSETS / "vilt_tiny_synth")
     args = parser.parse_args()
@@ -149,7 +150,7 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, args.steps, args.warmup_steps, args.lr)
         opt.zero_grad(set_to_none=True)
-        (itm + mlm).backward()
+        (itm + args.mlm_weight * mlm).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 100 == 99 or step == args.steps - 1:
@@ -174,6 +175,7 @@ def main() -> None:
         "itm_chance": 0.5,
         "steps": args.steps,
         "batch_size": args.batch_size,
+        "mlm_weight": args.mlm_weight,
         "optimizer": "AdamW, grad-norm clip 1.0",
         "lr": args.lr,
         "weight_decay": args.weight_decay,
@@ -185,7 +187,8 @@ def main() -> None:
         **environment(start),
         "log": log,
         "command": f"python scripts/pretrain_tiny_vilt.py --steps {args.steps} --warmup-steps "
-        f"{args.warmup_steps} --batch-size {args.batch_size} --lr {args.lr}",
+        f"{args.warmup_steps} --batch-size {args.batch_size} --lr {args.lr} "
+        f"--mlm-weight {args.mlm_weight}",
     }
     save_folder(args.out, config, model.state_dict(), recipe)
     print(json.dumps({k: v for k, v in recipe.items() if k != "log"}, indent=2))
