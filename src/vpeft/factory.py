@@ -42,8 +42,15 @@ def create_backbone(
     the bundled architecture.
     """
     from .backbones.hf_factory import create_hf_backbone, is_hf_name
-    from .zoo import BUNDLED
+    from .zoo import BUNDLED, BUNDLED_VL
 
+    if name in BUNDLED_VL:
+        if weights is not None:
+            raise ConfigError(
+                f"--weights is for timm checkpoints; {name} is a transformers folder "
+                f"({BUNDLED_VL[name].path}); give another folder as --backbone instead"
+            )
+        return BUNDLED_VL[name].create(pretrained=not random_init, seed=seed)
     if is_hf_name(name):
         if weights is not None:
             raise ConfigError(
@@ -68,8 +75,8 @@ def create_backbone(
     if not timm.is_model(name):
         raise UnsupportedBackboneError(
             f"unknown backbone {name!r}: neither a bundled vpeft backbone "
-            f"({', '.join(sorted(BUNDLED))}), a timm model name, nor hf:<ModelClass> "
-            "(e.g. hf:ViTModel) / a folder with a transformers config.json"
+            f"({', '.join(sorted(BUNDLED) + sorted(BUNDLED_VL))}), a timm model name, nor "
+            "hf:<ModelClass> (e.g. hf:ViTModel) / a folder with a transformers config.json"
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

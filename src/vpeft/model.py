@@ -10,16 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from . import __version__, adapter_info
 from .backbones import BackboneSpec, describe, with_head
 from .backbones.calls import (
     Inputs,
+    class_embeddings,
     classifier_factory,
     feature_maps,
+    pair_embeddings,
     pixel_values,
     pooled_features,
+    pooled_pair_features,
     reattach_classifier,
 )
 from .core.buffers import trained_buffers
@@ -132,6 +136,9 @@ class PeftModel(nn.Module):
         #: one set of stage-output norms read by every dense head (`share_stage_norms`)
         self.shared_norms: nn.Module | None = None
         self._task_specific = False
+        self._tokenizer: Any = None
+        # task -> (its class prompts, their token ids): tokenized once per class set
+        self._prompt_ids: dict[str, tuple[tuple[str, ...], dict[str, torch.Tensor]]] = {}
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, inputs: Inputs, task: str | None = None) -> Any:
@@ -152,12 +159,12 @@ class PeftModel(nn.Module):
         if self.forward_override is not None:
             return {names[0]: self.forward_override(pixel_values(inputs))} if names else {}
         if not self.is_task_specific:
-            features = self._features(inputs, {self.tasks[t].features for t in names})
+            features = self._features(inputs, names)
             return {t: self._head(t, features, inputs) for t in names}
         outputs = {}
         for t in names:
             with self.task_state.active(t):
-                features = self._features(inputs, {self.tasks[t].features}, t)
+                features = self._features(inputs, [t], t)
                 outputs[t] = self._head(t, features, inputs)
         return outputs
 
@@ -173,17 +180,70 @@ class PeftModel(nn.Module):
             for m in self.model.modules()
         )
 
-    def _features(self, inputs: Inputs, kinds: set[str], task: str | None = None) -> dict:
+    def _features(self, inputs: Inputs, names: Sequence[str], task: str | None = None) -> dict:
+        """Features of every kind the tasks `names` read, computed once per kind; kinds that
+        depend on the task (`_TASK_FEATURES`, e.g. class-prompt embeddings) once per task,
+        keyed ``(kind, task)``."""
         copies = self.task_parameters
         swap = contextlib.nullcontext()
         if task is not None and copies is not None and len(copies) > 0:
             swap = copies.swapped_in(self.model, task)
+        kinds = {self.tasks[t].features for t in names}
+        unknown = sorted(kinds - set(_FEATURES) - set(_TASK_FEATURES))
+        if unknown:
+            raise ConfigError(
+                f"feature kind(s) {unknown} are unknown; kinds: "
+                f"{sorted(_FEATURES) + sorted(_TASK_FEATURES)}"
+            )
         with swap:
-            return {kind: _FEATURES[kind](self.spec, inputs) for kind in sorted(kinds)}
+            out: dict[Any, Any] = {
+                kind: _FEATURES[kind](self.spec, inputs) for kind in sorted(kinds & set(_FEATURES))
+            }
+            for t in names:
+                kind = self.tasks[t].features
+                if kind in _TASK_FEATURES:
+                    out[(kind, t)] = _TASK_FEATURES[kind](self.spec, inputs, self.class_texts(t))
+            return out
 
-    def _head(self, task: str, features: dict[str, Any], inputs: Inputs) -> Any:
+    def _head(self, task: str, features: dict[Any, Any], inputs: Inputs) -> Any:
         spec = self.tasks[task]
-        return spec.run_head(self.heads[task], features[spec.features], inputs)
+        value = features[(spec.features, task)] if spec.features in _TASK_FEATURES else None
+        if value is None:
+            value = features[spec.features]
+        return spec.run_head(self.heads[task], value, inputs)
+
+    # -- text side of vision-language tasks -----------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        """The backbone's tokenizer, for texts the model encodes itself (class prompts):
+        set here, or found with the backbone (`vpeft.backbones.text.tokenizer_for`)."""
+        if self._tokenizer is None:
+            from .backbones.text import tokenizer_for
+
+            self._tokenizer = tokenizer_for(self.spec.backbone)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        if isinstance(value, str | Path):
+            from .data.vl.tokenizer import load_tokenizer
+
+            value = load_tokenizer(value)
+        self._tokenizer = value
+        self._prompt_ids.clear()
+
+    def class_texts(self, task: str) -> dict[str, torch.Tensor]:
+        """Token ids of the task's class prompts (``task.prompts()``), tokenized once per class
+        set with `tokenizer` and cached (a task replaced by ``with_classes`` is re-tokenized)."""
+        from .backbones.text import text_positions, tokenize_prompts
+
+        prompts = tuple(self.tasks[task].prompts())  # type: ignore[attr-defined]
+        cached = self._prompt_ids.get(task)
+        if cached is None or cached[0] != prompts:
+            positions = text_positions(self.spec.backbone)
+            ids = tokenize_prompts(self.tokenizer, list(prompts), positions)
+            cached = self._prompt_ids[task] = (prompts, ids)
+        return cached[1]
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property
@@ -320,7 +380,16 @@ class PeftModel(nn.Module):
         return target
 
 
-_FEATURES = {"pooled": pooled_features, "maps": feature_maps}
+#: feature kind -> ``fn(spec, inputs)`` (the kinds `Task.features` names; tasks/vl.py lists
+#: what each VL kind must hold)
+_FEATURES = {
+    "pooled": pooled_features,
+    "maps": feature_maps,
+    "pooled_pair": pooled_pair_features,
+    "embeddings": pair_embeddings,
+}
+#: kinds that also depend on the task: ``fn(spec, inputs, class_texts)``
+_TASK_FEATURES = {"class_embeddings": class_embeddings}
 
 
 def backbone_identity(model: nn.Module, spec: BackboneSpec) -> dict[str, Any]:
@@ -343,6 +412,7 @@ def feature_info(spec: BackboneSpec) -> FeatureInfo:
         map_dims=dims,
         map_strides=strides,
         new_classifier=classifier_factory(spec),
+        embed_dim=int(getattr(getattr(spec.backbone, "config", None), "projection_dim", 0) or 0),
     )
 
 
@@ -389,7 +459,11 @@ def apply(
         fp = fingerprint(frozen_state(model, exclude=spec.classifier()))
         model.requires_grad_(False)
         pm = PeftModel(model, task_list, heads, fp)
+        # heads train, except tensors a task declares frozen (CLIP's fixed temperature)
+        declared_frozen = [p for p in pm.heads.parameters() if not p.requires_grad]
         pm.heads.requires_grad_(True)
+        for p in declared_frozen:
+            p.requires_grad_(False)
         _install(pm, info, method, config, shared, shared_norms)
     except BaseException:
         undo.restore()  # a failed install leaves the user's model as it was given

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from torch import nn
 
 from .errors import UnsupportedBackboneError
@@ -96,6 +97,74 @@ BUNDLED: dict[str, BundledBackbone] = {
         weights_file="swin_tiny_synth.safetensors",
         description="Swin 4 stages (24/48/96/192 wide, 2 blocks each), window 4, 64×64 input, "
         "pretrained by scripts/pretrain_tiny_swin.py on the dense-synthetic source task",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class BundledTransformersBackbone:
+    """A small pretrained transformers VL backbone shipped as a plain transformers folder
+    (``config.json``, ``model.safetensors``, ``tokenizer.json``) in `vpeft/assets/`, produced
+    by ``scripts/<script>``; the recipe and held-out accuracy sit beside it (``<folder>.json``).
+    Loads with ``<Class>.from_pretrained(folder)``; the tokenizer is found beside the weights."""
+
+    name: str
+    folder: str
+    script: str
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return ASSETS / self.folder
+
+    @property
+    def recipe_path(self) -> Path:
+        return ASSETS / f"{self.folder}.json"
+
+    def recipe(self) -> dict[str, Any]:
+        """The pretraining recipe and held-out accuracy recorded beside the folder."""
+        return json.loads(self.recipe_path.read_text())
+
+    def create(self, pretrained: bool = True, seed: int = 0) -> nn.Module:
+        """The transformers base model with the bundled weights, or (``pretrained=False``) the
+        same architecture with seeded random weights; either way it knows its tokenizer."""
+        from .backbones.hf_factory import create_hf_backbone
+        from .backbones.text import TOKENIZER_ATTR
+
+        if not (self.path / "model.safetensors").is_file():
+            raise UnsupportedBackboneError(
+                f"bundled weights {self.path}/model.safetensors are missing; re-install vpeft "
+                f"or run scripts/{self.script}"
+            )
+        if pretrained:
+            model = create_hf_backbone(str(self.path), seed)
+        else:
+            import transformers
+
+            config = transformers.AutoConfig.from_pretrained(str(self.path))
+            cls = getattr(transformers, config.architectures[0])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = cls(config)
+        setattr(model, TOKENIZER_ATTR, str(self.path / "tokenizer.json"))
+        return model
+
+
+#: Bundled transformers VL backbones (need the ``hf`` extra).
+BUNDLED_VL: dict[str, BundledTransformersBackbone] = {
+    "vilt-tiny-synth": BundledTransformersBackbone(
+        name="vilt-tiny-synth",
+        folder="vilt_tiny_synth",
+        script="pretrain_tiny_vilt.py",
+        description="ViltModel 3 layers × 64 wide, patch 16, 64×64 input, 3 modality types; "
+        "image-text matching + MLM on the VL suite's captions",
+    ),
+    "clip-tiny-synth": BundledTransformersBackbone(
+        name="clip-tiny-synth",
+        folder="clip_tiny_synth",
+        script="pretrain_tiny_clip.py",
+        description="CLIPModel: vision 3 layers × 64 (patch 16, 64×64), text 2 layers × 64, "
+        "projection 64; contrastive on the VL suite's captions",
     ),
 }
 

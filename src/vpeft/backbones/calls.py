@@ -82,3 +82,100 @@ def reattach_classifier(model: nn.Module, head: nn.Module, num_classes: int) -> 
                 model.num_classes = num_classes
                 return
     raise ConfigError(f"cannot find the classifier slot of {type(model).__name__}")
+
+
+# --------------------------------------------------------------------------- vision-language
+
+
+def _dict_inputs(spec: BackboneSpec, inputs: Inputs, kind: str) -> dict[str, Any]:
+    if not isinstance(inputs, dict):
+        raise ConfigError(
+            f"feature kind {kind!r} reads a dict of fields ({list(spec.input_names)}), got "
+            f"{type(inputs).__name__}"
+        )
+    return inputs
+
+
+def pooled_pair_features(spec: BackboneSpec, inputs: Inputs) -> torch.Tensor:
+    """NLVR2's "pair" features ``(B, 2, D)`` (ViLT §4.3, transformers
+    ``ViltForImagesAndTextClassification``): the backbone runs once per image with the same
+    text, ``pixel_values[:, i]`` / ``pixel_mask[:, i]`` and ``image_token_type_idx = i + 1``;
+    the pooled features are stacked in image order. Needs a ViLT with
+    ``modality_type_vocab_size >= 3``."""
+    fields = _dict_inputs(spec, inputs, "pooled_pair")
+    if spec.family != "hf-vilt":
+        raise ConfigError(
+            f"feature kind 'pooled_pair' (NLVR2) runs a ViLT once per image with "
+            f"image_token_type_idx; {spec.family} backbones do not take it"
+        )
+    pixels, mask = fields["pixel_values"], fields.get("pixel_mask")
+    if pixels.dim() != 5:
+        raise ConfigError(
+            f"NLVR2 inputs need pixel_values (B, images, 3, H, W), got {tuple(pixels.shape)}"
+        )
+    types = spec.backbone.config.modality_type_vocab_size
+    if types < pixels.shape[1] + 1:
+        raise ConfigError(
+            f"this ViLT has modality_type_vocab_size={types}; {pixels.shape[1]} images per "
+            f"sample need {pixels.shape[1] + 1} (text + one type per image, as ViLT's NLVR2 "
+            "models: build it with modality_type_vocab_size=3)"
+        )
+    text = {k: v for k, v in fields.items() if k in spec.input_names and not k.startswith("pixel")}
+    pooled = []
+    for i in range(pixels.shape[1]):
+        one = {**text, "pixel_values": pixels[:, i], "image_token_type_idx": i + 1}
+        if mask is not None:
+            one["pixel_mask"] = mask[:, i]
+        pooled.append(spec.model(one))
+    return torch.stack(pooled, dim=1)
+
+
+def _pooler(output: Any) -> torch.Tensor:
+    """transformers 5 returns a model output whose ``pooler_output`` is the projected
+    embedding; earlier versions return the tensor itself."""
+    return output if torch.is_tensor(output) else output.pooler_output
+
+
+def _two_tower(spec: BackboneSpec, kind: str) -> nn.Module:
+    model = spec.backbone
+    if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+        raise ConfigError(
+            f"feature kind {kind!r} needs a two-tower model (CLIPModel) with "
+            f"get_image_features / get_text_features; {spec.family} has none"
+        )
+    return model
+
+
+def image_embeddings(spec: BackboneSpec, pixels: torch.Tensor) -> torch.Tensor:
+    """A two-tower model's projected image embeddings ``(B, E)`` (CLIP
+    ``get_image_features``), not normalised."""
+    return _pooler(_two_tower(spec, "embeddings").get_image_features(pixel_values=pixels))
+
+
+def text_embeddings(spec: BackboneSpec, texts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A two-tower model's projected text embeddings ``(T, E)`` (CLIP ``get_text_features``)
+    of ``{"input_ids", "attention_mask"}``, not normalised."""
+    model = _two_tower(spec, "embeddings")
+    return _pooler(
+        model.get_text_features(
+            input_ids=texts["input_ids"], attention_mask=texts.get("attention_mask")
+        )
+    )
+
+
+def pair_embeddings(spec: BackboneSpec, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(image_emb (B, E), text_emb (B, E))`` of each (image, text) pair (CLIP retrieval)."""
+    fields = _dict_inputs(spec, inputs, "embeddings")
+    return image_embeddings(spec, fields["pixel_values"]), text_embeddings(spec, fields)
+
+
+def class_embeddings(
+    spec: BackboneSpec, inputs: Inputs, class_texts: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(image_emb (B, E), class_emb (C, E))``: the images' embeddings and those of the
+    tokenized class prompts (one row per class), through the model's own text tower — so a
+    method installed in it (CoOp, APT) acts on every step."""
+    image = image_embeddings(spec, pixel_values(inputs))
+    device = image.device
+    texts = {k: v.to(device) for k, v in class_texts.items()}
+    return image, text_embeddings(spec, texts)

@@ -1,7 +1,9 @@
 """The ``--data KIND:ROOT_OR_TASK`` option shared by `vpeft train` and `vpeft eval`.
 
 ``synthetic:synth-count`` names a procedural task; ``vtab:/data/vtab-1k/cifar``,
-``fgvc:/data/fgvc/cub`` and ``folder:/data/my-images`` name folders read by `vpeft.data`.
+``fgvc:/data/fgvc/cub`` and ``folder:/data/my-images`` name folders read by `vpeft.data`;
+``vl-synthetic:vqa`` (nlvr2, retrieval, clip-base, clip-new) the procedural VL suite
+(`vpeft.cli.vl_data`).
 Splits follow VTAB-1k: ``train800``, ``val200``, ``train800val200`` and ``test``.
 """
 
@@ -17,9 +19,17 @@ from ..data.transforms import DataConfig, data_config_for
 from ..errors import ConfigError, DatasetError
 from ..train.inputs import Data
 
-KINDS: tuple[str, ...] = ("synthetic", "vtab", "fgvc", "folder", "dense-synthetic", "pascal-mt")
+KINDS: tuple[str, ...] = (
+    "synthetic",
+    "vtab",
+    "fgvc",
+    "folder",
+    "dense-synthetic",
+    "pascal-mt",
+    "vl-synthetic",
+)
 #: kinds whose ROOT names a generated task, not a folder
-GENERATED_KINDS: tuple[str, ...] = ("synthetic", "dense-synthetic")
+GENERATED_KINDS: tuple[str, ...] = ("synthetic", "dense-synthetic", "vl-synthetic")
 #: Whole splits are pre-transformed into one tensor when they take at most this many bytes.
 TENSOR_BYTES_LIMIT = 2 * 1024**3
 
@@ -29,8 +39,9 @@ DataOpt = Annotated[
         "--data",
         "-d",
         help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder, dense-synthetic, "
-        "pascal-mt (e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar, "
-        "dense-synthetic:default or dense-synthetic:seed=0,limit=200, pascal-mt:/data/PASCAL_MT).",
+        "pascal-mt, vl-synthetic (e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar, "
+        "dense-synthetic:default or dense-synthetic:seed=0,limit=200, pascal-mt:/data/PASCAL_MT, "
+        "vl-synthetic:vqa with a VL backbone; parts vqa, nlvr2, retrieval, clip-base, clip-new).",
     ),
 ]
 

@@ -31,6 +31,7 @@ from .data_option import (
 )
 from .dense import DENSE_KINDS, dense_split, headlines
 from .train import ImgSizeOpt, create_backbone_for_cli
+from .vl_data import KIND as VL_KIND
 
 AdapterOpt = Annotated[
     Path, typer.Option("--adapter", help="adapter file written by `vpeft train` / PeftModel.save.")
@@ -60,6 +61,15 @@ def eval_command(
     spec = DataSpec.parse(data)
     info = read_info(adapter)
     model = create_backbone_for_cli(backbone, weights, img_size, random_init)
+    if spec.kind == VL_KIND:
+        record = _eval_vl(spec, model, adapter, info, split, batch_size, device, amp)
+        record.update(split=split, data=data, adapter=str(adapter))
+        if json_out:
+            emit_json(record)
+            return
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
+        console.print(f"{adapter} on {data} [{split}]: {shown}")
+        return
     check_input_size(adapter, info, backbone_data_config(model).input_size)
     pm = load_for_cli(adapter, model, info)
     if spec.kind in DENSE_KINDS:
@@ -104,6 +114,31 @@ def _eval_dense(
     scores = evaluate_tasks(pm, dataset, batch_size, target, autocast_dtype(amp, target))
     results = {name: s.values for name, s in scores.items()}
     return {"task_results": results, "headline": headlines(results, pm.tasks)}
+
+
+def _eval_vl(spec: DataSpec, model: Any, adapter: Path, info: dict[str, Any], split: str,
+             batch_size: int, device: str, amp: str) -> dict[str, Any]:  # fmt: skip
+    """Every metric of the adapter's VL task on a split of ``vl-synthetic:PART``."""
+    from ..train.evaluate import evaluate_tasks
+    from .vl_data import evaluation_task, vl_data
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split {split!r}: {VL_KIND} data has train, val and test")
+    pm = load_for_cli(adapter, model, info)
+    vl = vl_data(spec.root, pm.spec.backbone, (split,))
+    if list(pm.tasks) != [vl.task.name]:
+        raise ConfigError(
+            f"{adapter} holds the task(s) {list(pm.tasks)}; --data {VL_KIND}:{spec.root} "
+            f"evaluates {vl.task.name!r}"
+        )
+    if split == "test":
+        name = vl.task.name
+        pm.tasks[name] = evaluation_task(spec.root, pm.tasks[name])
+    target = resolve_device(device)
+    pm.to(target)
+    scores = evaluate_tasks(pm, vl.splits[split], batch_size, target, autocast_dtype(amp, target))
+    metrics = {f"{t}/{k}": v for t, s in scores.items() for k, v in s.values.items()}
+    return {"metrics": metrics, "count": len(vl.splits[split])}
 
 
 def check_input_size(adapter: Path, info: dict[str, Any], size: tuple[int, int]) -> None:

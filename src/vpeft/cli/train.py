@@ -60,6 +60,7 @@ from .dense import (
     tasks_for,
 )
 from .outputs import check_out_dir
+from .vl_data import KIND as VL_KIND
 
 _HELP = TrainConfig.field_help()
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -252,6 +253,9 @@ def _run(
     """Build, train and save; the summary on rank 0 (None elsewhere)."""
     train_split, val_split, test_split = split_names
     name, _, random = backbone.partition("+")
+    if spec.kind == VL_KIND:
+        return _run_vl(name, random == "random-init", method, spec, data, out, options, weights,
+                       img_size, config, split_names, resume)  # fmt: skip
     model = create_backbone_for_cli(name, weights, img_size, random == "random-init")
     dcfg = backbone_data_config(model)
     mirror = flip_keeps_labels(spec) if hflip is None else hflip
@@ -371,6 +375,58 @@ def run_dense(
     return summary
 
 
+def _run_vl(
+    name: str, random_init: bool, method: str, spec: DataSpec, data: str, out: Path,
+    options: dict[str, str], weights: Path | None, img_size: int | None, config: TrainConfig,
+    split_names: tuple[str, str, str], resume: bool,
+) -> dict[str, Any] | None:  # fmt: skip
+    """`vl-synthetic:PART` data: the part's VL task on a transformers VL backbone. For
+    ``clip-new`` the test split (new classes) is scored after training with the new names."""
+    from ..train.device import autocast_dtype, resolve_device
+    from ..train.evaluate import evaluate_tasks
+    from ..train.records import SUMMARY_NAME, write_summary
+    from .vl_data import evaluation_task, results, vl_data
+
+    for role, given in zip(("train", "val", "test"), split_names, strict=True):
+        if given.lower() not in (AUTO_SPLIT, "none") or (role == "train" and given == "none"):
+            raise ConfigError(
+                f"--{role}-split {given!r}: the splits of {VL_KIND} data are fixed by the part; "
+                "use auto (or none to skip val / test)"
+            )
+    roles = tuple(r for r, g in zip(("train", "val", "test"), split_names, strict=True)
+                  if g.lower() != "none")  # fmt: skip
+    model = create_backbone_for_cli(name, weights, img_size, random_init)
+    vl = vl_data(spec.root, model, roles)
+    seed_everything(config.seed)  # the method's initial values
+    pm = apply(model, method, tasks=[vl.task], **options)
+    backbone = name + ("+random-init" if random_init else "")
+    adapter_info.attach(pm, None, None, backbone)
+    test_after = spec.root == "clip-new" and "test" in vl.splits
+    extra = {"out": str(out), "data": data, "splits": {r: vl.names[r] for r in roles}}
+    result = train(
+        pm,
+        vl.splits["train"],
+        vl.splits.get("val"),
+        None if test_after else vl.splits.get("test"),
+        config,
+        resume=resume,
+        summary_extra=extra,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    last = result.history[-1]
+    metrics = {split: results(last, split) for split in ("val", "test") if split in vl.splits}
+    if test_after:
+        pm.tasks[vl.task.name] = evaluation_task(spec.root, vl.task)
+        device = resolve_device(config.device)
+        scores = evaluate_tasks(pm, vl.splits["test"], config.eval_batch_size, device,
+                                autocast_dtype(config.amp, device))  # fmt: skip
+        metrics["test"] = {f"{t}/{k}": v for t, s in scores.items() for k, v in s.values.items()}
+    summary = result.summary(config, {**extra, "metrics": metrics})
+    write_summary(out / SUMMARY_NAME, summary)
+    return summary
+
+
 def dense_table(summary: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     table.add_column("result")
@@ -398,6 +454,8 @@ def _table(summary: dict[str, Any], title: str) -> Table:
         rows.append(
             (f"best test top-1 over epochs (test-selected, epoch {best['epoch']})", best["value"])
         )
+    for split, values in (summary.get("metrics") or {}).items():  # VL tasks
+        rows += [(f"{split} {key}", value) for key, value in values.items()]
     for name, value in rows:
         table.add_row(name, "-" if value is None else f"{value:.2f}")
     table.add_row("trainable parameters", f"{summary['trainable']['trainable']:,}")

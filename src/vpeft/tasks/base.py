@@ -34,7 +34,8 @@ class FeatureInfo:
     - ``pooled_dim``: width of the pooled image (or sequence) representation, the input of a
       classification head (timm ``forward_head(..., pre_logits=True)``);
     - ``map_dims`` / ``map_strides``: channels and strides (w.r.t. the input image) of the
-      multi-scale feature maps a dense decoder reads (`BackboneSpec` feature taps), in order.
+      multi-scale feature maps a dense decoder reads (`BackboneSpec` feature taps), in order;
+    - ``embed_dim``: the width of a two-tower model's image / text embeddings (CLIP).
     """
 
     pooled_dim: int
@@ -43,6 +44,8 @@ class FeatureInfo:
     #: the backbone's own classifier factory (``num_classes -> module``; timm's
     #: ``reset_classifier``), used by classification heads when present
     new_classifier: Callable[[int], nn.Module] | None = field(default=None, compare=False)
+    #: width of a two-tower model's projected embeddings (CLIP ``projection_dim``); 0: none
+    embed_dim: int = 0
 
 
 class Metric(ABC):

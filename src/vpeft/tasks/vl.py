@@ -384,8 +384,9 @@ class ContrastiveRetrievalTask(_RetrievalOptions):
     """Image-text retrieval with a two-tower model (CLIP): `ContrastiveHead` on the
     ``"embeddings"`` features, symmetric InfoNCE loss (`info_nce`, positives by ``image_id``),
     recall from cosine similarity (`EmbeddingRecall`) when the gallery sizes are set.
-    ``embed_dim`` is the embedding width (default: the backbone's pooled width). Target field
-    ``match``: ``{"image_id", "text_id"}`` (a ``label`` field, if present, is ignored)."""
+    ``embed_dim`` is the embedding width (default: the backbone's `FeatureInfo.embed_dim`).
+    Target field ``match``: ``{"image_id", "text_id"}`` (a ``label`` field, if present, is
+    ignored)."""
 
     embed_dim: int = 0
     init_scale: float = 1 / 0.07
@@ -397,7 +398,7 @@ class ContrastiveRetrievalTask(_RetrievalOptions):
 
     def build_head(self, info: FeatureInfo) -> nn.Module:
         if not self.embed_dim:
-            self.embed_dim = info.pooled_dim
+            self.embed_dim = info.embed_dim or info.pooled_dim
         return ContrastiveHead(self.init_scale, self.learn_scale)
 
     def loss(self, output: PairEmbeddings, target: Any) -> tuple[torch.Tensor, int]:
