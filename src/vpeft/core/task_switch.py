@@ -23,6 +23,8 @@ class TaskState:
     def __init__(self, tasks: tuple[str, ...]) -> None:
         self.tasks = tasks
         self.current: str | None = None
+        #: per-sample routing of a mixed-adapter batch (`vpeft.core.routing.Routing`), or None
+        self.routing: Any = None
 
     @contextmanager
     def active(self, task: str) -> Iterator[None]:
@@ -30,10 +32,12 @@ class TaskState:
         if task not in self.tasks:
             raise ConfigError(f"unknown task {task!r}; the model's tasks are {list(self.tasks)}")
         previous, self.current = self.current, task
+        routing, self.routing = self.routing, None  # inside one task's rows: no routing
         try:
             yield
         finally:
             self.current = previous
+            self.routing = routing
 
     def require(self) -> str:
         """The active task; a clear error when a task-specific module runs outside a task."""
@@ -49,18 +53,29 @@ class TaskSwitch(nn.Module):
     """One copy of a module per task; calls (and attribute reads) go to the active task's copy.
 
     Parameter names are ``copies.<task>.<name>``, so files hold each task's tensors apart.
+    `factory` is kept so named adapters added later get a fresh copy (`add_copy`). While the
+    state routes a mixed batch (`TaskState.routing`), each task's copy runs on its own rows.
     """
 
     def __init__(self, state: TaskState, factory: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.copies = nn.ModuleDict({task: factory() for task in state.tasks})
         object.__setattr__(self, "_state", state)  # a plain reference, not a submodule
+        object.__setattr__(self, "factory", factory)
+
+    def add_copy(self, task: str, module: nn.Module | None = None) -> nn.Module:
+        """Register `module` (default: a fresh one from the factory) as `task`'s copy."""
+        self.copies[task] = self.factory() if module is None else module
+        return self.copies[task]
 
     @property
     def active_copy(self) -> nn.Module:
         return self.copies[self._state.require()]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        routing = self._state.routing
+        if routing is not None:
+            return routing.run(self._state, dict(self.copies.items()), args, kwargs)
         return self.active_copy(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
