@@ -353,6 +353,7 @@ def _add_task(pm: Any, name: str, task: Task, member_of: AdapterGroup | None) ->
                     and switch is pm.forward_override
                 ):
                     switch.add_copy(name, _override_copy(pm, group, task))
+                    pm.heads[name] = nn.Identity()  # the forward module holds the head
                 else:
                     switch.add_copy(name)
             else:
