@@ -47,7 +47,7 @@ def build(name: str, img_size: int, methods: list[str], k: int, folder: Path) ->
     return vpeft.load_adapters(backbone(name, img_size), files).eval()
 
 
-def median_seconds(fn, repeats: int, sync) -> float:  # noqa: ANN001
+def median_seconds(fn, repeats: int, sync) -> float:
     times = []
     for _ in range(repeats):
         sync()
@@ -56,6 +56,29 @@ def median_seconds(fn, repeats: int, sync) -> float:  # noqa: ANN001
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@torch.inference_mode()
+def measure(pm, x, order, chunks, names, repeats, sync) -> tuple[float, float]:
+    """Median seconds of the mixed batch and of the K single-adapter batches."""
+    mixed_out = torch.stack(pm(x, adapter_names=order))
+    single_out = torch.cat([pm(c, task=n) for c, n in zip(chunks, names, strict=True)])
+    torch.testing.assert_close(mixed_out, single_out, atol=1e-4, rtol=1e-4)
+
+    def mixed() -> None:
+        pm(x, adapter_names=order)
+
+    def separate() -> None:
+        for c, n in zip(chunks, names, strict=True):
+            pm(c, task=n)
+
+    for _ in range(2):
+        mixed(), separate()
+    t_mixed, t_sep = [], []
+    for _ in range(repeats):  # interleaved: machine load hits both alike
+        t_mixed.append(median_seconds(mixed, 1, sync))
+        t_sep.append(median_seconds(separate, 1, sync))
+    return statistics.median(t_mixed), statistics.median(t_sep)
 
 
 def run(args: argparse.Namespace, device: str) -> None:
@@ -68,19 +91,7 @@ def run(args: argparse.Namespace, device: str) -> None:
         x = torch.randn(per * len(names), 3, args.img_size, args.img_size, device=device)
         order = [n for n in names for _ in range(per)]
         chunks = [x[i * per : (i + 1) * per] for i in range(len(names))]
-        with torch.inference_mode():
-            mixed_out = torch.stack(pm(x, adapter_names=order))
-            single_out = torch.cat([pm(c, task=n) for c, n in zip(chunks, names, strict=True)])
-            torch.testing.assert_close(mixed_out, single_out, atol=1e-4, rtol=1e-4)
-            mixed = lambda: pm(x, adapter_names=order)  # noqa: E731
-            separate = lambda: [pm(c, task=n) for c, n in zip(chunks, names, strict=True)]  # noqa: E731
-            for _ in range(2):
-                mixed(), separate()
-            t_mixed, t_sep = [], []
-            for _ in range(args.repeats):  # interleaved: machine load hits both alike
-                t_mixed.append(median_seconds(mixed, 1, sync))
-                t_sep.append(median_seconds(separate, 1, sync))
-        m, s = statistics.median(t_mixed), statistics.median(t_sep)
+        m, s = measure(pm, x, order, chunks, names, args.repeats, sync)
         n = x.shape[0]
         print(
             f"{device:5s} {label:26s} K={len(names)} batch={n}: mixed {n / m:8.1f} img/s, "
