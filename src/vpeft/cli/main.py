@@ -28,7 +28,8 @@ import typer
 
 #: Command modules under `vpeft.cli`, registered in this order (= order in `vpeft --help`).
 COMMAND_MODULES: tuple[str, ...] = (
-    "methods", "params", "profile", "train", "eval", "sensitivity", "demo", "predict", "serve",
+    "methods", "params", "profile", "train", "eval", "sensitivity", "demo",
+    "predict", "serve", "export",
 )  # fmt: skip
 
 app = typer.Typer(
