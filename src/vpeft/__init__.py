@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .adapters import load_adapters, with_adapters
 from .errors import (
     AdapterFileError,
     BudgetError,
@@ -31,4 +32,6 @@ __all__ = [
     "create_backbone",
     "get_method",
     "load",
+    "load_adapters",
+    "with_adapters",
 ]

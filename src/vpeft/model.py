@@ -139,9 +139,18 @@ class PeftModel(nn.Module):
         self._tokenizer: Any = None
         # task -> (its class prompts, their token ids): tokenized once per class set
         self._prompt_ids: dict[str, tuple[tuple[str, ...], dict[str, torch.Tensor]]] = {}
+        #: named-adapter bookkeeping (`vpeft.adapters.NamedState`); None for a plain model
+        self.named: Any = None
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, inputs: Inputs, task: str | None = None) -> Any:
+    def forward(
+        self, inputs: Inputs, task: str | None = None, adapter_names: Sequence[str] | None = None
+    ) -> Any:
+        """``adapter_names``: one named adapter per sample (a mixed batch, `vpeft.adapters`)."""
+        if self.named is not None or adapter_names is not None:
+            from . import adapters
+
+            return adapters.forward(self, inputs, task, adapter_names)
         if task is not None:
             return self.forward_tasks(inputs, [task])[task]
         outputs = self.forward_tasks(inputs)
@@ -157,7 +166,10 @@ class PeftModel(nn.Module):
         if unknown:
             raise ConfigError(f"unknown task(s) {unknown}; the model's tasks: {list(self.tasks)}")
         if self.forward_override is not None:
-            return {names[0]: self.forward_override(pixel_values(inputs))} if names else {}
+            if not names:
+                return {}
+            with self.task_state.active(names[0]):
+                return {names[0]: self.forward_override(pixel_values(inputs))}
         if not self.is_task_specific:
             features = self._features(inputs, names)
             return {t: self._head(t, features, inputs) for t in names}
@@ -244,6 +256,62 @@ class PeftModel(nn.Module):
             ids = tokenize_prompts(self.tokenizer, list(prompts), positions)
             cached = self._prompt_ids[task] = (prompts, ids)
         return cached[1]
+
+    # -- named adapters (vpeft.adapters) ---------------------------------------------------
+    def add_adapter(
+        self, name: str, method: str, num_classes: int | None = None, **kw: Any
+    ) -> None:
+        """Add a fresh adapter `name` (`method` + options, new head); it becomes active."""
+        from . import adapters
+
+        adapters.add_adapter(self, name, method, num_classes, **kw)
+
+    def load_adapter(self, path: str | Path, name: str | None = None, **kw: Any) -> str:
+        """Add the adapter of a single-task file under `name` (default: the file stem)."""
+        from . import adapters
+
+        return adapters.load_adapter(self, path, name, **kw)
+
+    def set_adapter(self, name: str) -> None:
+        """Run (and train) adapter `name`."""
+        from . import adapters
+
+        adapters.set_adapter(self, name)
+
+    def delete_adapter(self, name: str) -> None:
+        from . import adapters
+
+        adapters.delete_adapter(self, name)
+
+    def disable_adapters(self) -> contextlib.AbstractContextManager[None]:
+        """Context: the plain backbone runs, the active adapter's head reads its features."""
+        from . import adapters
+
+        return adapters.disable_adapters(self)
+
+    def merge_adapter(self, name: str | None = None) -> None:
+        from . import adapters
+
+        adapters.merge_adapter(self, name)
+
+    def unmerge_adapter(self) -> None:
+        from . import adapters
+
+        adapters.unmerge_adapter(self)
+
+    def save_adapter(self, name: str, path: str | Path) -> None:
+        from . import adapters
+
+        adapters.save_adapter(self, name, path)
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self.named.active if self.named is not None else None
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the named adapters (the tasks) of this model."""
+        return list(self.tasks)
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property

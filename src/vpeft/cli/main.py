@@ -29,6 +29,7 @@ import typer
 #: Command modules under `vpeft.cli`, registered in this order (= order in `vpeft --help`).
 COMMAND_MODULES: tuple[str, ...] = (
     "methods", "params", "profile", "train", "eval", "sensitivity", "demo", "bench",
+    "predict", "serve", "export",
 )  # fmt: skip
 
 app = typer.Typer(
