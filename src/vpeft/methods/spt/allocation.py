@@ -27,6 +27,7 @@ total(τ*+1) is kept.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -231,9 +232,11 @@ def allocate(
     rules: Rules,
     class_token: int = 0,
     fill: bool = True,
+    search: str = "exact",
 ) -> Allocation:
     """Allocate `budget` trainable parameters from the flat sensitivities `scores[i]` of
     `units[i]` (module docstring); `class_token` entries are counted in every total.
+    `search="official"`: the reference's τ sweep instead (`official_sweep`; `fill` unused).
 
     Raises `BudgetError` when the budget exceeds the largest plan or is too small for any.
     """
@@ -260,6 +263,8 @@ def allocate(
             "parameters, always trained); raise it"
         )
     ends, threshold, full = (t.to(flat.device) for t in (ends, threshold, full))
+    if search != "exact":
+        return official_sweep(units, flat, ends, (threshold, full), class_token, budget, search)
     n = flat.numel()
     want = min(n, 2 * budget + 4096)
     while True:
@@ -327,4 +332,42 @@ def _allocation_at(
         decisions=decisions,
         costs=costs,
         indices=indices,
+    )
+
+
+#: The reference's τ grid: 0.02M, 0.04M, …, 1.58M selected entries.
+OFFICIAL_TAUS: tuple[int, ...] = tuple(20_000 * k for k in range(1, 80))
+
+
+def official_sweep(
+    units: Sequence[Unit],
+    flat: torch.Tensor,
+    ends: torch.Tensor,
+    rules: tuple[torch.Tensor, torch.Tensor],
+    class_token: int,
+    budget: int,
+    search: str = "official",
+) -> Allocation:
+    """The reference search: the top-τ plan for τ in `OFFICIAL_TAUS` (capped at the candidate
+    count) whose total is closest to `budget` (first on ties). The grid stops at 1.58M entries,
+    so a larger budget ends under it: a `UserWarning` names the total reached."""
+    if search != "official":
+        raise ConfigError(f"search must be 'exact' or 'official', got {search!r}")
+    n = flat.numel()
+    taus = sorted({min(t, n) for t in OFFICIAL_TAUS})
+    prefix = _Prefix.build(flat, taus[-1], ends, rules, class_token)
+    totals = prefix.totals[torch.tensor(taus, device=prefix.totals.device) - 1]
+    best = int(torch.argmin((totals - budget).abs()))
+    tau = taus[best]
+    if int(totals[best]) < budget and best == len(taus) - 1:
+        warnings.warn(
+            f"search=official stops at tau = {tau:,} selected entries: the plan holds "
+            f"{int(totals[best]):,} parameters, under the budget {budget:,} "
+            "(search=exact reaches it)",
+            UserWarning,
+            stacklevel=3,
+        )
+    threshold, full = rules
+    return _allocation_at(
+        units, prefix.order[:tau], prefix.unit[:tau], threshold, full, class_token, tau, 0
     )
