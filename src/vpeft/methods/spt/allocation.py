@@ -106,7 +106,7 @@ def parse_budget(value: int | float | str) -> int:
     """400000, 4e5, '0.4M', '400k' -> 400000."""
     if isinstance(value, str):
         text = value.strip()
-        scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}.get(text[-1:], 1.0)
+        scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "G": 1e9}.get(text[-1:], 1.0)
         try:
             value = float(text[:-1] if scale != 1.0 else text) * scale
         except ValueError:
