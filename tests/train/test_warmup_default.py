@@ -9,7 +9,9 @@ from vpeft.errors import ConfigError
 from vpeft.train.config import TrainConfig
 
 
-@pytest.mark.parametrize(("epochs", "warmup"), [(1, 0.1), (5, 0.5), (10, 1.0), (100, 10.0), (300, 10.0)])
+@pytest.mark.parametrize(
+    ("epochs", "warmup"), [(1, 0.1), (5, 0.5), (10, 1.0), (100, 10.0), (300, 10.0)]
+)
 def test_default_warmup_is_min_10_and_a_tenth_of_the_epochs(epochs: int, warmup: float) -> None:
     assert TrainConfig(epochs=epochs).warmup_epochs == pytest.approx(warmup)
     assert TrainConfig.from_options({"epochs": str(epochs)}).warmup_epochs == pytest.approx(warmup)
