@@ -35,6 +35,10 @@ class FileKind:
     corrupted: str  # {path}, {err}
     mismatch: str  # {path}, {missing}, {unexpected}: tensor names (the first five)
     bad_shape: str  # {path}, {name}, {shape}, {expected}
+    bad_dtype: str = (  # {path}, {name}, {dtype}, {expected}
+        "{path}: tensor {name} holds {dtype} data, the model expects {expected}; the file is "
+        "damaged or was not written for this model"
+    )
 
     def fail(self, template: str, **fields: Any) -> VpeftError:
         """The error to raise, worded by `template` filled with `fields`."""
@@ -145,6 +149,8 @@ def read_safetensors(
         meta = {k: json.loads(v) for k, v in raw_meta.items() if k != "format"}
     except json.JSONDecodeError as err:
         raise kind.fail(kind.corrupted, path=path, err=err) from None
+    except RecursionError:  # hostile nesting ([[[[…) exhausts the JSON parser's stack
+        raise kind.fail(kind.corrupted, path=path, err="JSON nested too deeply") from None
     saved_sum = meta.pop(CHECKSUM_KEY, None)
     if saved_sum is not None and saved_sum != tensor_checksum(tensors):
         raise kind.fail(
@@ -180,6 +186,10 @@ def load_matching(
                     name=name,
                     shape=tuple(value.shape),
                     expected=tuple(target.shape),
+                )
+            if value.is_floating_point() != target.is_floating_point():  # no silent int -> float
+                raise kind.fail(
+                    kind.bad_dtype, path=path, name=name, dtype=value.dtype, expected=target.dtype
                 )
             target.copy_(value.to(target.dtype))
 

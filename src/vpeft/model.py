@@ -693,6 +693,36 @@ def _declared_no_decay(pm: PeftModel, p: nn.Parameter) -> bool:
     )
 
 
+def _check_metadata(path: str | Path, meta: dict[str, Any]) -> None:
+    """Raise `AdapterFileError` unless the metadata keys `load` reads have their saved types."""
+    backbone = meta["backbone"]
+    methods = meta["methods"]
+    problems = []
+    if not isinstance(meta["fingerprint"], str):
+        problems.append("fingerprint is not a string")
+    if not (isinstance(backbone, dict) and isinstance(backbone.get("architecture"), str)):
+        problems.append("backbone is not an object naming its architecture")
+    elif not all(k in backbone for k in ("family", "depth", "embed_dim", "num_features")):
+        problems.append("backbone lacks family / depth / embed_dim / num_features")
+    if not (isinstance(meta["tasks"], list) and all(isinstance(t, dict) for t in meta["tasks"])):
+        problems.append("tasks is not a list of objects")
+    if not (isinstance(methods, list) and methods):
+        problems.append("methods is not a non-empty list")
+    else:
+        for entry in methods:
+            ok = isinstance(entry, dict) and isinstance(entry.get("name"), str)
+            ok = ok and isinstance(entry.get("options"), dict)
+            if not (ok and isinstance(entry.get("shared", True), bool)):
+                problems.append(f"method entry {str(entry)[:80]} is malformed")
+                break
+    if problems:
+        raise AdapterFileError(
+            f"{path} has corrupted metadata ({'; '.join(problems)}); re-create or restore it"
+        )
+    for entry in methods:
+        entry.setdefault("shared", True)
+
+
 def load(
     path: str | Path,
     base: nn.Module,
@@ -708,6 +738,7 @@ def load(
                 f"{path}: metadata lacks {key!r}; the file is corrupted or was written by an "
                 "older vpeft (before tasks were stored)"
             )
+    _check_metadata(path, meta)
     base = with_head(base)
     spec = describe(base)
     want = meta["backbone"]
@@ -720,8 +751,8 @@ def load(
         )
     try:
         task_list = [task_from_json(entry) for entry in meta["tasks"]]
-    except (VpeftError, TypeError, KeyError) as err:
-        raise AdapterFileError(f"{path}: unreadable task description ({err})") from None
+    except (VpeftError, TypeError, KeyError, ValueError, AttributeError) as err:
+        raise AdapterFileError(f"{path}: unreadable task description ({err!r})") from None
     head_ids = {id(p) for p in spec.classifier().parameters()}
     state = {k: v for k, v in frozen_state(base).items() if id(v) not in head_ids}
     fp = fingerprint(state)
@@ -736,16 +767,22 @@ def load(
         info = get_method(entry["name"])
         prefix = f"__config__.{i}."
         extra = {k[len(prefix) :]: t for k, t in tensors.items() if k.startswith(prefix)}
-        options = info.config.from_saved(entry["options"], extra)
         kwargs: dict[str, Any] = {"tasks": task_list} if i == 0 else {}
-        pm = apply(
-            pm,
-            entry["name"],
-            shared=entry.get("shared", True),
-            shared_norms=entry.get("shared_norms", False),
-            **kwargs,
-            **options,
-        )
+        try:
+            options = info.config.from_saved(entry["options"], extra)
+            pm = apply(
+                pm,
+                entry["name"],
+                shared=entry["shared"],
+                shared_norms=entry.get("shared_norms", False),
+                **kwargs,
+                **options,
+            )
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+            # hostile or damaged options that the config's own checks did not word
+            raise AdapterFileError(
+                f"{path}: unreadable options of method {entry['name']!r} ({err!r})"
+            ) from None
     assert isinstance(pm, PeftModel)
     pm.frozen_fingerprint = meta["fingerprint"]
     adapter_info.restore(pm, meta)  # class names, preprocessing

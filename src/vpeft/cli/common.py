@@ -14,12 +14,13 @@ A command module uses these so that all commands behave alike:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from torch import nn
 
 from ..errors import ConfigError, VpeftError
@@ -31,8 +32,30 @@ from ..model import PeftModel, apply
 #: Exit code of every handled error (invalid input, unknown method or backbone).
 ERROR_EXIT_CODE = 2
 
+#: Width of human-readable output when stdout is not a terminal (piped, redirected, captured):
+#: rich would otherwise cut tables at 80 columns. `COLUMNS` still wins when set.
+PIPED_WIDTH = 200
+
+
+class _Console(Console):
+    """A rich console on stdout that is `PIPED_WIDTH` wide when stdout is not a terminal."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        # COLUMNS is read now, not at construction (rich freezes it into _width when the
+        # console is made, e.g. under a test runner that sets it)
+        if not self.is_terminal and "COLUMNS" not in os.environ:
+            return ConsoleDimensions(PIPED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
 #: Human-readable output goes through this console (stdout); errors go to stderr.
-console = Console()
+console = _Console()
 
 BackboneOpt = Annotated[
     str,

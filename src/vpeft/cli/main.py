@@ -25,12 +25,24 @@ from __future__ import annotations
 from importlib import import_module
 
 import typer
+import typer.core
 
 #: Command modules under `vpeft.cli`, registered in this order (= order in `vpeft --help`).
 COMMAND_MODULES: tuple[str, ...] = (
     "methods", "params", "profile", "train", "eval", "sensitivity", "demo", "bench",
     "predict", "serve", "export",
 )  # fmt: skip
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _type_column(option: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    """`--help`'s type column, empty for on/off flags (typer shows `<bool>` for every flag,
+    although a flag takes no value)."""
+    return None if option.is_flag else _display_type_rich(option, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _type_column  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="vpeft",

@@ -104,6 +104,13 @@ def sensitivity(
     fill: Annotated[
         bool, typer.Option(help="fill the budget with next-ranked sparse entries (else top-tau).")
     ] = True,
+    search: Annotated[
+        str,
+        typer.Option(
+            help="budget search: exact, or official (the reference's tau sweep up to 1.58M; "
+            "may end under the budget)."
+        ),
+    ] = "exact",
     plan_out: Annotated[
         Path | None, typer.Option("--plan-out", help="where to write the allocated plan.")
     ] = None,
@@ -166,7 +173,7 @@ def sensitivity(
         result = Sensitivity.load(scores)
         record.update(scores=str(scores), **result.meta)
     if budget is not None:
-        plan = build_plan(model.cpu(), result, budget, structured, rank, alpha, beta, fill)
+        plan = build_plan(model.cpu(), result, budget, structured, rank, alpha, beta, fill, search)
         plan.save(plan_out)
         image = plot_heatmap(plan, png or plan_out.with_suffix(".png"))
         record.update(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -96,7 +97,14 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         items = value
         if isinstance(value, str):
             text = value.strip()
-            items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s]
+            try:
+                items = (
+                    json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s]
+                )
+            except (json.JSONDecodeError, RecursionError):
+                raise ConfigError(
+                    f"option {name} expects a list (a,b or [a, b]), got {value!r}"
+                ) from None
         if not isinstance(items, list | tuple):
             raise ConfigError(f"option {name} expects a list, got {value!r}")
         inner = args[0] if args else str
@@ -113,27 +121,41 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"option {name} expects true/false, got {value!r}")
     if hint in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"option {name} expects a number, got {value!r}")
-        if isinstance(value, str):
-            try:
-                value = _parse_number(value)
-            except ValueError:
-                raise ConfigError(f"option {name} expects a number, got {value!r}") from None
-        if hint is int:
-            if float(value) != int(value):
-                raise ConfigError(f"option {name} expects an integer, got {value!r}")
-            return int(value)
-        return float(value)
+        return _coerce_number(name, value, hint)
     if hint is str:
         return str(value)
     return value
 
 
+#: Integer options beyond this magnitude are refused (no size, count or budget is that large;
+#: it also keeps huge values from reaching tensor constructors).
+MAX_INT_OPTION = 2**31 - 1
+
+
+def _coerce_number(name: str, value: Any, hint: type) -> int | float:
+    """A finite int / float option from a number or a CLI string; `ConfigError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"option {name} expects a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = _parse_number(value)
+        except ValueError:
+            raise ConfigError(f"option {name} expects a number, got {value!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"option {name} must be a finite number, got {value!r}")
+    if hint is float:
+        return float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"option {name} expects an integer, got {value!r}")
+    if abs(value) > MAX_INT_OPTION:
+        raise ConfigError(f"option {name}={value!r} is out of range (|value| <= {MAX_INT_OPTION})")
+    return int(value)
+
+
 def _parse_number(text: str) -> float:
-    """Parse '8', '0.1', '1e-4', '0.4M', '200k' (M = 1e6, k = 1e3)."""
+    """Parse '8', '0.1', '1e-4', '0.4M', '200k', '1G' (G = 1e9, M = 1e6, k = 1e3)."""
     text = text.strip()
-    scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}.get(text[-1:])
+    scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}.get(text[-1:])
     if scale is not None:
         return float(text[:-1]) * scale
     return float(text)

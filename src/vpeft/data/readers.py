@@ -12,6 +12,7 @@ through ``transform`` (e.g. :func:`vpeft.data.transforms.make_transform`). Layou
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -204,22 +205,39 @@ def _check_not_empty(samples: Sequence[object], source: str, layout: str) -> Non
 # --------------------------------------------------------------------------- VTAB-1k
 
 
+#: Largest class label a list file may hold (the class count becomes the largest label + 1;
+#: ImageNet-21k has 21,843 classes): a bigger one is a damaged line, not a head to build.
+MAX_LABEL = 2**20 - 1
+
+
 def parse_vtab_list(list_file: Path, folder: Path) -> list[tuple[Path, int]]:
-    """Parse a VTAB-1k list file: one ``relative/path label`` per line (blank lines skipped)."""
+    """Parse a VTAB-1k list file: one ``relative/path label`` per line (blank lines skipped).
+
+    Paths are relative to `folder` and must stay inside it; labels are ASCII integers in
+    0..`MAX_LABEL`. Anything else is a `DatasetError` naming the file and line."""
     samples = []
-    text = list_file.read_text(encoding="utf-8")
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{list_file} is not UTF-8 text ({err}); {VTAB1K_LAYOUT}") from None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
         parts = line.rsplit(maxsplit=1)
         label = parts[1] if len(parts) == 2 else ""
-        if not label.lstrip("-").isdigit() or int(label) < 0:
+        if not (label.isascii() and label.isdigit()) or int(label) > MAX_LABEL:
             raise DatasetError(
-                f"{list_file}:{number}: malformed line {raw!r}: expected 'relative/path.jpg "
-                f"<non-negative integer label>'; {VTAB1K_LAYOUT}"
+                f"{list_file}:{number}: malformed line {raw[:200]!r}: expected 'relative/path.jpg "
+                f"<integer label 0..{MAX_LABEL}>'; {VTAB1K_LAYOUT}"
             )
-        samples.append((folder / parts[0], int(label)))
+        relative = Path(os.path.normpath(parts[0]))  # lexical: symlinked images stay allowed
+        if "\0" in parts[0] or relative.is_absolute() or relative.parts[:1] == ("..",):
+            raise DatasetError(
+                f"{list_file}:{number}: path {parts[0][:200]!r} is outside the task folder "
+                f"{folder} (absolute or through '..'); list paths relative to it"
+            )
+        samples.append((folder / relative, int(label)))
     return samples
 
 

@@ -239,8 +239,9 @@ class _Run:
                     "(--resume) to continue it, or choose another output folder"
                 )
             state = self._resume_from(ckpt)
-        if info.is_main:
-            remove_stale_temporaries(ckpt)
+        if info.is_main:  # under the output lock: temporaries of a killed job's atomic writes
+            for written in (ckpt, self.out / ADAPTER_NAME, self.out / SUMMARY_NAME):
+                remove_stale_temporaries(written)
             rewrite_metrics(self.out / METRICS_NAME, state.history)
         return state
 

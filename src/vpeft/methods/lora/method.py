@@ -15,6 +15,7 @@ from ...core.config import option
 from ...core.context import InstallContext
 from ...core.registry import MethodInfo, register
 from ...core.wrapper import AdaptedLayer
+from ...errors import ConfigError
 from .layer import LoraBranch
 
 
@@ -42,6 +43,7 @@ def install_lora(ctx: InstallContext, cfg: LoraConfig) -> None:
         slots = block.matrices()
         for role in cfg.targets:
             slot = slots[role]
+            _check_rank(cfg.rank, role, slot.in_features, slot.out_features)
             branch = ctx.module(
                 LoraBranch,
                 slot.in_features,
@@ -55,6 +57,15 @@ def install_lora(ctx: InstallContext, cfg: LoraConfig) -> None:
                 f"lora_{role}", branch, slot.rows
             )
             ctx.train(branch)
+
+
+def _check_rank(rank: int, role: str, d_in: int, d_out: int) -> None:
+    """A rank above min(d_in, d_out) only adds parameters: B·A is then full-rank already."""
+    if rank > min(d_in, d_out):
+        raise ConfigError(
+            f"lora rank {rank} is larger than min(d_in, d_out) = {min(d_in, d_out)} of the "
+            f"{role} matrix ({d_out} x {d_in}); use rank <= {min(d_in, d_out)}"
+        )
 
 
 register(

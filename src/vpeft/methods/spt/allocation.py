@@ -27,6 +27,7 @@ total(τ*+1) is kept.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -105,7 +106,7 @@ def parse_budget(value: int | float | str) -> int:
     """400000, 4e5, '0.4M', '400k' -> 400000."""
     if isinstance(value, str):
         text = value.strip()
-        scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}.get(text[-1:], 1.0)
+        scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "G": 1e9}.get(text[-1:], 1.0)
         try:
             value = float(text[:-1] if scale != 1.0 else text) * scale
         except ValueError:
@@ -242,9 +243,11 @@ def allocate(
     rules: Rules,
     class_token: int = 0,
     fill: bool = True,
+    search: str = "exact",
 ) -> Allocation:
     """Allocate `budget` trainable parameters from the flat sensitivities `scores[i]` of
     `units[i]` (module docstring); `class_token` entries are counted in every total.
+    `search="official"`: the reference's τ sweep instead (`official_sweep`; `fill` unused).
 
     Raises `BudgetError` when the budget exceeds the largest plan or is too small for any.
     """
@@ -271,6 +274,8 @@ def allocate(
             "parameters, always trained); raise it"
         )
     ends, threshold, full = (t.to(flat.device) for t in (ends, threshold, full))
+    if search != "exact":
+        return official_sweep(units, flat, ends, (threshold, full), class_token, budget, search)
     n = flat.numel()
     want = min(n, 2 * budget + 4096)
     while True:
@@ -338,4 +343,42 @@ def _allocation_at(
         decisions=decisions,
         costs=costs,
         indices=indices,
+    )
+
+
+#: The reference's τ grid: 0.02M, 0.04M, …, 1.58M selected entries.
+OFFICIAL_TAUS: tuple[int, ...] = tuple(20_000 * k for k in range(1, 80))
+
+
+def official_sweep(
+    units: Sequence[Unit],
+    flat: torch.Tensor,
+    ends: torch.Tensor,
+    rules: tuple[torch.Tensor, torch.Tensor],
+    class_token: int,
+    budget: int,
+    search: str = "official",
+) -> Allocation:
+    """The reference search: the top-τ plan for τ in `OFFICIAL_TAUS` (capped at the candidate
+    count) whose total is closest to `budget` (first on ties). The grid stops at 1.58M entries,
+    so a larger budget ends under it: a `UserWarning` names the total reached."""
+    if search != "official":
+        raise ConfigError(f"search must be 'exact' or 'official', got {search!r}")
+    n = flat.numel()
+    taus = sorted({min(t, n) for t in OFFICIAL_TAUS})
+    prefix = _Prefix.build(flat, taus[-1], ends, rules, class_token)
+    totals = prefix.totals[torch.tensor(taus, device=prefix.totals.device) - 1]
+    best = int(torch.argmin((totals - budget).abs()))
+    tau = taus[best]
+    if int(totals[best]) < budget and best == len(taus) - 1:
+        warnings.warn(
+            f"search=official stops at tau = {tau:,} selected entries: the plan holds "
+            f"{int(totals[best]):,} parameters, under the budget {budget:,} "
+            "(search=exact reaches it)",
+            UserWarning,
+            stacklevel=3,
+        )
+    threshold, full = rules
+    return _allocation_at(
+        units, prefix.order[:tau], prefix.unit[:tau], threshold, full, class_token, tau, 0
     )

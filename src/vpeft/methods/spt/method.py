@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -62,6 +62,16 @@ class SptConfig(MethodConfig):
     )
     dropout: float = option(0.1, "dropout on the structured branch input (none on proj)")
     drop_path: float = option(0.1, "drop-path (stochastic depth) on the structured branch")
+    independent_drop_path: bool = option(
+        False,
+        "spt-lora: one drop-path mask per q/k/v branch of a fused qkv layer (the reference); "
+        "default: one mask shared by the layer's branches",
+    )
+    search: Literal["exact", "official"] = option(
+        "exact",
+        "budget search: exact (reaches the budget; see fill) or official (the reference's "
+        "sweep tau = 20k, 40k, ..., 1.58M; may end under the budget, with a warning)",
+    )
 
     def validate(self) -> None:
         self._require(
@@ -126,8 +136,9 @@ def _resolve_plan(ctx: InstallContext, cfg: SptConfig, structured: str) -> SptPl
         )
         sensitivity = random_sensitivity(ctx.model, ctx.num_classes)
     return build_plan(
-        ctx.model, sensitivity, cfg.budget, structured, cfg.rank, cfg.alpha, cfg.beta, cfg.fill
-    )
+        ctx.model, sensitivity, cfg.budget, structured, cfg.rank, cfg.alpha, cfg.beta, cfg.fill,
+        cfg.search,
+    )  # fmt: skip
 
 
 def _install_structured(
@@ -150,8 +161,9 @@ def _install_structured(
             }
             dropout = 0.0 if group[0][0] == "proj" else cfg.dropout
             branch = SptLora(
-                linear.in_features, linear.out_features, parts, plan.rank, dropout, cfg.drop_path
-            ).to(**like)
+                linear.in_features, linear.out_features, parts, plan.rank, dropout, cfg.drop_path,
+                cfg.independent_drop_path,
+            ).to(**like)  # fmt: skip
             wrapper.add_parallel("spt_lora", branch)
             ctx.train(branch)
             continue

@@ -241,17 +241,21 @@ def build_plan(
     alpha: float = 10.0,
     beta: float = 5.0,
     fill: bool = True,
+    search: str = "exact",
 ) -> SptPlan:
     """Allocate `budget` trainable parameters on `model` from `sensitivity` (SPT stage 2).
 
-    `fill=False` keeps the reference's plain top-τ rule (see `allocation.py`)."""
+    `fill=False` keeps the reference's plain top-τ rule; `search="official"` the reference's
+    coarse τ sweep (see `allocation.py`)."""
     rules = Rules(structured, rank, alpha, beta)
     spec = describe(model)
     candidates = find_candidates(model, spec)
     sensitivity.check_matches(candidates)
     tokens = spec.cls_token.numel() if spec.cls_token is not None else 0
     scores = [sensitivity.unit_scores(u) for u in candidates.units]
-    result = allocate(candidates.units, scores, parse_budget(budget), rules, tokens, fill)
+    result = allocate(
+        candidates.units, scores, parse_budget(budget), rules, tokens, fill, search=search
+    )
     entries = [
         PlanEntry(u, d, n, c, idx)
         for u, d, n, c, idx in zip(

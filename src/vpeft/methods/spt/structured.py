@@ -3,7 +3,9 @@
 - `SptLora` — one parallel branch per linear layer holding a LoRA pair (A kaiming-uniform a=√5,
   B zero, **no α/r scaling**) for each structured logical slot of that layer:
   Δ = drop_path(B(A(dropout(x)))). On a fused qkv layer x = LN1(x) and q, k, v share one
-  dropout mask; on the attention output projection there is no dropout.
+  dropout mask and (by default) one drop-path mask; `independent_drop_path=True` draws one
+  drop-path mask per slot, as the reference does. On the attention output projection there is
+  no dropout.
 - `SptAdapter` — sequential on a projection's output: y ↦ y + drop_path(Up(GELU(Down(dropout(y)))))
   with biases; Down kaiming-uniform(a=√5) (bias: the `nn.Linear` default), Up zero.
 - `SptParallelAdapter` — the attention output projection's form: Δ = drop_path(Up(GELU(Down(x)))).
@@ -41,9 +43,11 @@ class SptLora(nn.Module):
         rank: int,
         dropout: float = 0.0,
         drop_path: float = 0.0,
+        independent_drop_path: bool = False,
     ) -> None:
         super().__init__()
         self.out_features = out_features
+        self.independent_drop_path = independent_drop_path
         self.rows = dict(sorted(parts.items(), key=lambda kv: kv[1][0]))
         self.lora = nn.ModuleDict(
             {
@@ -60,11 +64,13 @@ class SptLora(nn.Module):
         for role, (start, stop) in self.rows.items():
             if start > end:
                 pieces.append(x.new_zeros(*x.shape[:-1], start - end))
-            pieces.append(self.lora[role](h))
+            delta = self.lora[role](h)
+            pieces.append(self.drop_path(delta) if self.independent_drop_path else delta)
             end = stop
         if end < self.out_features:
             pieces.append(x.new_zeros(*x.shape[:-1], self.out_features - end))
-        return self.drop_path(torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0])
+        out = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
+        return out if self.independent_drop_path else self.drop_path(out)
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW (out × in): B·A in each part's rows, zero elsewhere."""

@@ -15,6 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
+
+
+class SelectionError(ConfigError, IndexError):
+    """A feature `selection` index beyond the features (an `IndexError` too, as before)."""
+
+
 #: Reference bias init: −log((1 − π)/π) with prior π = 0.01, so every logit starts at −4.595.
 PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)
 
@@ -41,7 +48,10 @@ class SelectedLinear(nn.Linear):
         self.total_features = in_features
         index = None if selection is None else torch.as_tensor(selection, dtype=torch.long)
         if index is not None and index.numel() and int(index.max()) >= in_features:
-            raise IndexError(f"selection refers to feature {int(index.max())} of {in_features}")
+            raise SelectionError(
+                f"selection refers to feature {int(index.max())}, but the head has "
+                f"{in_features} features (indices 0..{in_features - 1})"
+            )
         self.register_buffer("selection", index, persistent=False)
 
     def reset_parameters(self) -> None:

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from ...core.config import MethodConfig, option
 from ...core.context import InstallContext
+from ...core.forwarding import ForwardsToWrapped
 from ...core.registry import MethodInfo, register
+from ...errors import ConfigError
 from .query_tuning import QueryTuning
 
 PAPER = (
@@ -70,6 +73,19 @@ class VqtConfig(SelectionConfig):
         "per-layer summary: concat (T·D, paper), mean over the T outputs (D), or weighted "
         "(learned per-layer weights over the T outputs, init 1/T; D)",
     )
+    query_decay: bool = option(
+        False,
+        "weight-decay the query tokens and weighted-mix weights (the reference does; default: "
+        "tokens are not decayed, as VPT's prompts)",
+    )
+    mix_init: Literal["mean", "ones"] = option(
+        "mean", "initial weights of reduce=weighted: mean (1/T, ours) or ones (the reference)"
+    )
+    embed_dropout: float = option(
+        0.0,
+        "dropout on the first block's input tokens (patch + position embeddings) in training; "
+        "the reference: 0.1",
+    )
 
     memory: Literal["keys_values", "recompute"] = option(
         "keys_values",
@@ -85,7 +101,9 @@ class VqtConfig(SelectionConfig):
             f"memory must be 'keys_values' or 'recompute', got {self.memory!r}",
         )
         self._require(self.num_queries >= 1, f"num_queries must be >= 1, got {self.num_queries}")
-        self._require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "embed_dropout"):
+            value = getattr(self, name)
+            self._require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}")
 
 
 def drop_classifier(ctx: InstallContext) -> None:
@@ -106,13 +124,39 @@ def install_vqt(ctx: InstallContext, cfg: VqtConfig) -> None:
         reduce=cfg.reduce,
         selection=cfg.selection_tensor(),
         memory=cfg.memory,
+        mix_init=1.0 if cfg.mix_init == "ones" else None,
     )
     ctx.train(module)
-    # query tokens follow the library's token rule (no decay); the reference decays them
-    ctx.train(module.queries, weight_decay=False)
-    if module.mix is not None:  # mixing weights are not shrunk towards 0 either
-        ctx.train(module.mix, weight_decay=False)
+    # query tokens follow the library's token rule (no decay) unless query_decay= asks for the
+    # reference's coupled L2 on them (docs/methods/vqt.md, deviations)
+    ctx.train(module.queries, weight_decay=cfg.query_decay)
+    if module.mix is not None:
+        ctx.train(module.mix, weight_decay=cfg.query_decay)
+    if cfg.embed_dropout > 0:
+        install_embedding_dropout(ctx, cfg.embed_dropout)
     ctx.set_forward(module, module.head)
+
+
+class EmbeddingDropout(ForwardsToWrapped):
+    """The token-path entry module (timm ViT `norm_pre`), then dropout on its output: the
+    reference's dropout on the patch + position embeddings (identity in eval)."""
+
+    def __init__(self, base: nn.Module, p: float) -> None:
+        super().__init__()
+        self.base = base
+        self.dropout = nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.dropout(self.base(x, *args, **kwargs))
+
+
+def install_embedding_dropout(ctx: InstallContext, p: float) -> None:
+    """Wrap the backbone's token-path entry (`BackboneSpec.tokens.entry`) with dropout `p`."""
+    path = ctx.spec.tokens
+    if path is None:
+        raise ConfigError(f"embed_dropout needs a token sequence; {ctx.spec.family} has none")
+    site = path.entry
+    setattr(site.parent, site.attr, EmbeddingDropout(site.module, p))
 
 
 register(

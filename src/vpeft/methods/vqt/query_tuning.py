@@ -71,6 +71,7 @@ class QueryTuning(nn.Module):
         reduce: str = "concat",
         selection: torch.Tensor | None = None,
         memory: str = "keys_values",
+        mix_init: float | None = None,
     ) -> None:
         super().__init__()
         self.memory = memory
@@ -84,9 +85,11 @@ class QueryTuning(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.reduce = reduce
-        #: `weighted`: z_m = Σ_t w_{m,t} Z'_{m,t}, w (M, T) learned, init 1/T (= `mean` at init)
+        #: `weighted`: z_m = Σ_t w_{m,t} Z'_{m,t}, w (M, T) learned, init `mix_init` (default
+        #: 1/T = `mean` at init; the reference: 1, equal after the group's L2 normalisation)
+        start = 1.0 / num_queries if mix_init is None else mix_init
         self.mix = (
-            nn.Parameter(torch.full((depth, num_queries), 1.0 / num_queries).to(like))
+            nn.Parameter(torch.full((depth, num_queries), start).to(like))
             if reduce in LEARNED_REDUCTIONS
             else None
         )
