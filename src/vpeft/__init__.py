@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .adapt import adapt
 from .adapters import load_adapters, with_adapters
 from .errors import (
     AdapterFileError,
@@ -27,6 +28,7 @@ __all__ = [
     "UnsupportedBackboneError",
     "VpeftError",
     "__version__",
+    "adapt",
     "apply",
     "available_methods",
     "create_backbone",

@@ -1,7 +1,7 @@
 """Backbone interface: map a user's timm or transformers model to a declarative `BackboneSpec`.
 
 transformers is optional: it is imported (by `vpeft.backbones.hf`) only when the model given
-comes from the transformers package.
+comes from the transformers package; likewise diffusers (`vpeft.backbones.diffusers_unet`).
 """
 
 from __future__ import annotations
@@ -52,9 +52,19 @@ HF_FAMILIES: tuple[str, ...] = (
 )
 
 
+#: families described by `vpeft.backbones.diffusers_unet` (needs the `diffusion` extra); they
+#: have no task head and are adapted with `vpeft.adapt`
+DIFFUSERS_FAMILIES: tuple[str, ...] = ("diffusers-unet",)
+
+
 def supported_families() -> list[str]:
-    """Names of the backbone families vpeft can describe (timm, then transformers)."""
-    return [name for name, _ in FAMILIES.values()] + list(HF_FAMILIES)
+    """Names of the backbone families vpeft can describe (timm, transformers, diffusers)."""
+    return [name for name, _ in FAMILIES.values()] + list(HF_FAMILIES) + list(DIFFUSERS_FAMILIES)
+
+
+def is_diffusers_model(model: nn.Module) -> bool:
+    """True when the model's class comes from the diffusers package (no import needed)."""
+    return type(model).__module__.startswith("diffusers.")
 
 
 def is_transformers_model(model: nn.Module) -> bool:
@@ -72,6 +82,10 @@ def describe(model: nn.Module) -> BackboneSpec:
         from .hf import describe_hf
 
         return describe_hf(model)
+    if is_diffusers_model(model):
+        from .diffusers_unet import describe_diffusers
+
+        return describe_diffusers(model)
     for cls, (_, describer) in FAMILIES.items():
         if type(model) is cls:
             return describer(model)
@@ -79,20 +93,29 @@ def describe(model: nn.Module) -> BackboneSpec:
         f"{type(model).__name__} is not a supported backbone. Supported timm families: "
         + ", ".join(f"{name} ({cls.__name__})" for cls, (name, _) in FAMILIES.items())
         + "; transformers models: ViTModel, CLIPVisionModel, CLIPTextModel, CLIPModel, "
-        "ViltModel, BridgeTowerModel"
+        "ViltModel, BridgeTowerModel; diffusers: UNet2DConditionModel"
     )
 
 
 def with_head(model: nn.Module) -> nn.Module:
     """`model` itself when it has a timm classifier API, else a `BackboneWithHead` around it
-    (transformers base models), so a task head can be attached the same way."""
+    (transformers base models), so a task head can be attached the same way. Models without a
+    pooled feature (a diffusers UNet) get a `ConfigError` pointing at `vpeft.adapt`."""
     if hasattr(model, "reset_classifier") and hasattr(model, "get_classifier"):
         return model
     spec = describe(model)
+    if spec.family in DIFFUSERS_FAMILIES:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"a {spec.family} backbone has no pooled feature to put a task head on; install a "
+            "method without one: vpeft.adapt(model, method, **options)"
+        )
     return BackboneWithHead(model, spec.pool, spec.num_features)
 
 
 __all__ = [
+    "DIFFUSERS_FAMILIES",
     "FAMILIES",
     "HF_FAMILIES",
     "MATRIX_ROLES",
@@ -105,6 +128,7 @@ __all__ = [
     "ModuleSite",
     "TokenPath",
     "describe",
+    "is_diffusers_model",
     "is_transformers_model",
     "supported_families",
     "with_head",

@@ -8,8 +8,9 @@ the model is exactly the frozen one (ΔX = 0, exp(0) = 1).
 
 Placement (`placement="auto"`, the paper's): ViLT — every self-attention; BridgeTower (METER-
 style) — self- and cross-attention of every fusion layer (2·L modules); CLIP — the text
-encoder's self-attention layers; other backbones — every self-attention. `self` / `cross` /
-`both` choose the attention kinds within those blocks.
+encoder's self-attention layers; diffusers UNet (Stable Diffusion) — attn1 and attn2 of every
+transformer block (2·L modules, X = the image tokens in both); other backbones — every
+self-attention. `self` / `cross` / `both` choose the attention kinds within those blocks.
 Also trained on ViLT (the paper's setting): the image class token and the modality-type
 embedding (`train_embeddings`); the task head always trains.
 
@@ -36,6 +37,9 @@ AUTO: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "hf-bridgetower": (("fusion-text", "fusion-image"), "both"),
     "hf-clip": (("text",), "self"),
     "hf-clip-text": (None, "self"),
+    # Stable Diffusion (the paper's DreamBooth setting): self- and cross-attention of every
+    # UNet transformer block; X = the query-side input (image tokens) in both
+    "diffusers-unet": (None, "both"),
 }
 
 
@@ -86,7 +90,7 @@ def apt_sites(ctx: InstallContext, placement: str) -> list[AttentionSpec]:
         raise UnsupportedBackboneError(
             f"APT with placement={placement!r} finds no attention layer in the "
             f"{ctx.spec.family} backbone (cross-attention exists only in co-attention fusion "
-            "layers, e.g. BridgeTower); use placement=self"
+            "layers, e.g. BridgeTower, and UNet transformer blocks); use placement=self"
         )
     return sites
 
