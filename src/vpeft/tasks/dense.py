@@ -9,12 +9,10 @@ loss is a mean over that sample's valid pixels (a sample without valid pixels co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
-
-import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +48,7 @@ class SetrPupHead(nn.Module):
 
     def __init__(self, in_dim: int, stride: int, num_outputs: int, embed_dim: int = 256) -> None:
         super().__init__()
-        stages = max(int(round(math.log2(max(stride, 2)))), 1)
+        stages = max(round(math.log2(max(stride, 2))), 1)
         self.decoder = SetrPupDecoder(in_dim, num_outputs, embed_dim, num_stages=stages)
 
     def forward(self, maps: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
@@ -319,7 +317,7 @@ def dense_tasks(
         raise ConfigError(f"unknown dense dataset {dataset!r}; known: {sorted(DENSE_CLASSES)}")
     classes = DENSE_CLASSES[dataset]
     absent = [n for n in names if n not in classes and n in ("semseg", "parts")]
-    if dataset == "ade20k" and names != ["semseg"] or absent:
+    if (dataset == "ade20k" and names != ["semseg"]) or absent:
         raise ConfigError(f"dataset {dataset} has the tasks {sorted(classes)}, got {list(names)}")
     seg_decoder = decoder or DENSE_DECODERS.get(dataset, "all-mlp")
     build = {
