@@ -166,3 +166,16 @@ def test_cli_train_and_eval_on_the_miniature(ade_root: Path, tmp_path: Path) -> 
     result = runner.invoke(app, ["train", *args, "--data", f"ade20k:{ade_root}", "--tasks",
                                  "semseg,parts", "--out", str(tmp_path / "bad")])  # fmt: skip
     assert result.exit_code != 0
+
+
+def test_cli_sensitivity_on_ade20k(ade_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.safetensors"
+    result = CliRunner().invoke(app, ["sensitivity", "--backbone", "vit_tiny_patch16_224",
+                                      "--img-size", "32", "--data", f"ade20k:{ade_root}",
+                                      "--samples", "4", "--batch", "2",
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.stderr or result.output
+    from vpeft.methods.spt import Sensitivity
+
+    meta = Sensitivity.load(out).meta
+    assert meta["loss"] == "task segmentation:semseg" and meta["samples"] == 4
