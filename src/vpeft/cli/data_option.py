@@ -26,6 +26,7 @@ KINDS: tuple[str, ...] = (
     "folder",
     "dense-synthetic",
     "pascal-mt",
+    "ade20k",
     "vl-synthetic",
 )
 #: kinds whose ROOT names a generated task, not a folder
@@ -39,8 +40,9 @@ DataOpt = Annotated[
         "--data",
         "-d",
         help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder, dense-synthetic, "
-        "pascal-mt, vl-synthetic (e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar, "
+        "pascal-mt, ade20k, vl-synthetic (e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar, "
         "dense-synthetic:default or dense-synthetic:seed=0,limit=200, pascal-mt:/data/PASCAL_MT, "
+        "ade20k:/data/ADEChallengeData2016 (single task semseg, SETR-PUP decoder), "
         "vl-synthetic:vqa with a VL backbone; parts vqa, nlvr2, retrieval, clip-base, clip-new).",
     ),
 ]

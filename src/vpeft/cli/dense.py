@@ -20,7 +20,9 @@ from ..errors import ConfigError, DatasetError
 from ..tasks import Task
 from ..tasks.dense import HEADLINES, PASCAL_MT_TASKS, delta_m, dense_tasks
 
-DENSE_KINDS: tuple[str, ...] = ("dense-synthetic", "pascal-mt")
+DENSE_KINDS: tuple[str, ...] = ("dense-synthetic", "pascal-mt", "ade20k")
+#: the tasks of each dense data kind when ``--tasks`` is not given
+DEFAULT_TASKS: dict[str, str] = {"ade20k": "semseg"}
 
 DenseTasksOpt = Annotated[
     str | None,
@@ -142,6 +144,13 @@ def dense_split(
 
         aug = DenseAugment(size=input_size, train=augment)
         base = PascalContextMT(root, split, tasks=tasks, transform=aug)
+        return NormalisedDense(base, mean, std)
+    if kind == "ade20k":
+        from ..data.ade20k import Ade20kDataset
+
+        if tasks != ["semseg"]:
+            raise ConfigError(f"ade20k data has the single task semseg, got {tasks}")
+        base = Ade20kDataset(root, split, size=input_size, train=augment)
         return NormalisedDense(base, mean, std)
     raise ConfigError(f"unknown dense data kind {kind!r}; choose one of {list(DENSE_KINDS)}")
 

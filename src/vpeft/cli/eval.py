@@ -53,6 +53,14 @@ def eval_command(
         str, typer.Option(help="auto (bf16 autocast on CUDA, as `vpeft train`), bf16 or off.")
     ] = "auto",
     json_out: JsonOpt = False,
+    multi_scale: Annotated[
+        bool,
+        typer.Option(
+            "--multi-scale",
+            help="segmentation tasks: multi-scale + flip test (scales 0.5-1.75, softmax "
+            "averaged, sliding windows of the input size) instead of single scale.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate ADAPTER (on the same pretrained BACKBONE it was trained on) on --data's split.
 
@@ -73,7 +81,7 @@ def eval_command(
     check_input_size(adapter, info, backbone_data_config(model).input_size)
     pm = load_for_cli(adapter, model, info)
     if spec.kind in DENSE_KINDS:
-        record = _eval_dense(pm, spec, split, batch_size, device, amp)
+        record = _eval_dense(pm, spec, split, batch_size, device, amp, multi_scale)
         record.update(split=split, data=data, adapter=str(adapter))
         if json_out:
             emit_json(record)
@@ -101,7 +109,13 @@ def eval_command(
 
 
 def _eval_dense(
-    pm: Any, spec: DataSpec, split: str, batch_size: int, device: str, amp: str
+    pm: Any,
+    spec: DataSpec,
+    split: str,
+    batch_size: int,
+    device: str,
+    amp: str,
+    multi_scale: bool = False,
 ) -> dict[str, Any]:
     """Per-task metrics and headlines of a dense multi-task adapter on a dense split."""
     from ..train.evaluate import evaluate_tasks
@@ -111,9 +125,49 @@ def _eval_dense(
     dataset = dense_split(spec.kind, spec.root, split, dcfg.input_size, dcfg.mean, dcfg.std, names)
     target = resolve_device(device)
     pm.to(target)
+    if multi_scale:
+        results = _multi_scale_results(pm, dataset, batch_size, target, dcfg.input_size, amp)
+        return {"task_results": results, "headline": headlines(results, pm.tasks),
+                "test_mode": "multi-scale+flip"}  # fmt: skip
     scores = evaluate_tasks(pm, dataset, batch_size, target, autocast_dtype(amp, target))
     results = {name: s.values for name, s in scores.items()}
     return {"task_results": results, "headline": headlines(results, pm.tasks)}
+
+
+def _multi_scale_results(
+    pm: Any, dataset: Any, batch_size: int, device: Any, crop: Any, amp: str
+) -> dict[str, dict[str, float]]:
+    """`multi_scale_probs` (MS_SCALES, flip) of every segmentation task, scored by its metrics."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..tasks.dense import SegmentationTask, multi_scale_probs
+    from ..train.device import autocast
+
+    others = [n for n, t in pm.tasks.items() if not isinstance(t, SegmentationTask)]
+    if others:
+        raise ConfigError(f"--multi-scale scores segmentation tasks only; {others} are not")
+    metrics = {name: task.metrics() for name, task in pm.tasks.items()}
+    dtype = autocast_dtype(amp, device)
+    pm.eval()
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            x = batch["pixel_values"].to(device)
+            for name, task in pm.tasks.items():
+
+                def forward(z: Any, name: str = name) -> Any:
+                    with autocast(device, dtype):
+                        return pm(z, task=name)
+
+                probs = multi_scale_probs(forward, x, (int(crop[0]), int(crop[1])))
+                for metric in metrics[name]:
+                    metric.update(probs, batch[task.target_field].to(device))
+    out: dict[str, dict[str, float]] = {}
+    for name, ms in metrics.items():
+        out[name] = {}
+        for metric in ms:
+            out[name].update(metric.compute())
+    return out
 
 
 def _eval_vl(spec: DataSpec, model: Any, adapter: Path, info: dict[str, Any], split: str,

@@ -22,6 +22,7 @@ from ..methods.spt.sensitivity import Sensitivity, compute_sensitivity, sensitiv
 from ..train.device import resolve_device
 from .common import JsonOpt, WeightsOpt, console, emit_json, handles_errors
 from .data_option import DataSpec, load_split, num_classes_of
+from .dense import DEFAULT_TASKS, DENSE_KINDS, dense_split, tasks_for
 from .outputs import check_out_file
 
 
@@ -40,6 +41,20 @@ def _compute(
     spec = DataSpec.parse(data)
     dcfg = data_config_for(model)
     size = (img_size, img_size) if img_size else dcfg.input_size
+    if spec.kind in DENSE_KINDS:
+        # dense data: the segmentation (or other dense) task's own loss through a fresh decoder
+        (task,) = tasks_for(DEFAULT_TASKS.get(spec.kind, "semseg"), spec.kind)
+        if split == "train800val200":  # the classification default: the training split
+            split = "training" if spec.kind == "ade20k" else "train"
+        dataset = dense_split(spec.kind, spec.root, split, size, dcfg.mean, dcfg.std, [task.name])
+        model.to(resolve_device(device))
+        batches = sensitivity_batches(dataset, samples, batch, seed)
+        if per_sample:
+            raise ConfigError("--per-sample applies to classification data")
+        return compute_sensitivity(
+            model, batches, task=task, train_mode=train_mode, source=f"{data} [{split}]",
+            progress=progress, copy_model=False,
+        )  # fmt: skip
     transform = make_transform(size, dcfg.mean, dcfg.std, dcfg.interpolation)
     dataset = load_split(spec, split, transform)
     model.to(resolve_device(device))

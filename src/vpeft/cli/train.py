@@ -49,6 +49,7 @@ from .data_option import (
     training_input,
 )
 from .dense import (
+    DEFAULT_TASKS,
     DENSE_KINDS,
     BaselineOpt,
     DenseTasksOpt,
@@ -220,7 +221,8 @@ def train_command(
             summary = run_dense(
                 backbone + ("+random-init" if random_init else ""),
                 method, spec, data, out, options, weights, img_size, config, augment,
-                (train_split, val_split, test_split), resume, tasks or "pascal-mt", shared,
+                (train_split, val_split, test_split), resume,
+                tasks or DEFAULT_TASKS.get(spec.kind, "pascal-mt"), shared,
                 baseline,
             )  # fmt: skip
         if summary is not None:
@@ -314,6 +316,7 @@ def _run(
 _DENSE_SPLITS = {
     "dense-synthetic": {"train": "train", "val": "val", "test": "test"},
     "pascal-mt": {"train": "train", "val": None, "test": "val"},
+    "ade20k": {"train": "training", "val": None, "test": "validation"},
 }
 
 

@@ -9,7 +9,8 @@ loss is a mean over that sample's valid pixels (a sample without valid pixels co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ from torch import nn
 from ..backbones.calls import pixel_values
 from ..errors import ConfigError
 from .base import FeatureInfo, Metric, Task, register_task
-from .decoders import AllMLPDecoder, StageNorms
+from .decoders import AllMLPDecoder, SetrPupDecoder, StageNorms
 from .metrics import BinaryMIoU, ConfusionMIoU, MaxFMeasure, NormalsError
 
 
@@ -39,6 +40,26 @@ class DenseHead(nn.Module):
         if tuple(logits.shape[-2:]) != tuple(out_size):
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
         return logits
+
+
+class SetrPupHead(nn.Module):
+    """``head(maps, out_size) = Upsample_{out_size}(SetrPupDecoder(maps[-1]))``: SETR-PUP on
+    the last ViT tap (B, D, H/p, W/p), with ``log2(p)`` 2× stages (4 for 16-pixel patches)."""
+
+    def __init__(self, in_dim: int, stride: int, num_outputs: int, embed_dim: int = 256) -> None:
+        super().__init__()
+        stages = max(round(math.log2(max(stride, 2))), 1)
+        self.decoder = SetrPupDecoder(in_dim, num_outputs, embed_dim, num_stages=stages)
+
+    def forward(self, maps: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        logits = self.decoder(maps)
+        if tuple(logits.shape[-2:]) != tuple(out_size):
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return logits
+
+
+#: decoders a `SegmentationTask` can use
+SEG_DECODERS: tuple[str, ...] = ("all-mlp", "setr-pup")
 
 
 def share_stage_norms(heads: Iterable[nn.Module]) -> StageNorms | None:
@@ -106,10 +127,14 @@ class SegmentationTask(_DenseTask):
     """Per-pixel ``num_classes``-way classification (semantic segmentation, human parts).
 
     Loss per sample: ``(1/|V|) Σ_{p∈V} −log softmax(z_p)[y_p]`` over the valid pixels
-    ``V = {p : y_p ≠ ignore_index}``. Metric: `ConfusionMIoU` (mIoU %, pixel accuracy %)."""
+    ``V = {p : y_p ≠ ignore_index}``. Metric: `ConfusionMIoU` (mIoU %, pixel accuracy %).
+
+    ``decoder``: ``all-mlp`` (default; `DenseHead` over every tap) or ``setr-pup``
+    (`SetrPupHead` on the last tap — SPT's ADE20K setting on a plain ViT)."""
 
     num_classes: int = 0
     ignore_index: int = 255
+    decoder: str = "all-mlp"
 
     kind: ClassVar[str] = "segmentation"
 
@@ -117,6 +142,22 @@ class SegmentationTask(_DenseTask):
         super().__post_init__()
         if self.num_classes < 2:
             raise ConfigError(f"task {self.name}: num_classes must be >= 2, got {self.num_classes}")
+        if self.decoder not in SEG_DECODERS:
+            raise ConfigError(
+                f"task {self.name}: decoder must be one of {list(SEG_DECODERS)}, got "
+                f"{self.decoder!r}"
+            )
+
+    def build_head(self, info: FeatureInfo) -> nn.Module:
+        if self.decoder == "all-mlp":
+            return super().build_head(info)
+        if not info.map_dims:
+            raise ConfigError(
+                f"task {self.name}: the setr-pup decoder needs ViT block taps, but the backbone "
+                "offers no feature maps"
+            )
+        stride = info.map_strides[-1] if info.map_strides else 16
+        return SetrPupHead(info.map_dims[-1], stride, self.num_classes, self.embed_dim)
 
     def _outputs(self) -> int:
         return self.num_classes
@@ -136,6 +177,7 @@ class SegmentationTask(_DenseTask):
             **super().options(),
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
+            "decoder": self.decoder,
         }
 
 
@@ -249,11 +291,18 @@ def delta_m(
 DENSE_CLASSES: dict[str, dict[str, int]] = {
     "pascal-mt": {"semseg": 21, "parts": 7},
     "dense-synthetic": {"semseg": 4, "parts": 7},
+    "ade20k": {"semseg": 150},
 }
+#: the segmentation decoder per dense dataset (default ``all-mlp``): SPT's ADE20K setting
+#: uses SETR-PUP on the ViT
+DENSE_DECODERS: dict[str, str] = {"ade20k": "setr-pup"}
 
 
 def dense_tasks(
-    names: Sequence[str], dataset: str = "pascal-mt", embed_dim: int = 256
+    names: Sequence[str],
+    dataset: str = "pascal-mt",
+    embed_dim: int = 256,
+    decoder: str | None = None,
 ) -> list[Task]:
     """The named tasks among ``semseg``, ``parts``, ``saliency``, ``normals`` (or
     ``pascal-mt`` for all four), with the class counts of `dataset` (`DENSE_CLASSES`)."""
@@ -267,9 +316,17 @@ def dense_tasks(
     if dataset not in DENSE_CLASSES:
         raise ConfigError(f"unknown dense dataset {dataset!r}; known: {sorted(DENSE_CLASSES)}")
     classes = DENSE_CLASSES[dataset]
+    absent = [n for n in names if n not in classes and n in ("semseg", "parts")]
+    if (dataset == "ade20k" and names != ["semseg"]) or absent:
+        raise ConfigError(f"dataset {dataset} has the tasks {sorted(classes)}, got {list(names)}")
+    seg_decoder = decoder or DENSE_DECODERS.get(dataset, "all-mlp")
     build = {
         "semseg": lambda: SegmentationTask(
-            "semseg", num_classes=classes["semseg"], target_field="semseg", embed_dim=embed_dim
+            "semseg",
+            num_classes=classes["semseg"],
+            target_field="semseg",
+            embed_dim=embed_dim,
+            decoder=seg_decoder,
         ),
         "parts": lambda: SegmentationTask(
             "parts", num_classes=classes["parts"], target_field="parts", embed_dim=embed_dim
@@ -278,6 +335,75 @@ def dense_tasks(
         "normals": lambda: NormalsTask("normals", target_field="normals", embed_dim=embed_dim),
     }
     return [build[n]() for n in names]
+
+
+#: mmseg's multi-scale test ratios for ADE20K (``aug_test``)
+MS_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def sliding_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    crop: tuple[int, int],
+    stride: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Logits (B, K, H, W) of ``images`` (B, 3, H, W) of any size from a model taking ``crop``
+    inputs: images smaller than the crop are zero-padded, larger ones covered by windows
+    (stride default 2/3 of the crop, as mmseg's 512/341) whose logits are averaged."""
+    ch, cw = crop
+    sh, sw = stride or (max(ch * 2 // 3, 1), max(cw * 2 // 3, 1))
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (0, max(cw - w, 0), 0, max(ch - h, 0)))
+    ph, pw = padded.shape[-2:]
+    tops = list(range(0, ph - ch + 1, sh))
+    lefts = list(range(0, pw - cw + 1, sw))
+    if tops[-1] != ph - ch:
+        tops.append(ph - ch)
+    if lefts[-1] != pw - cw:
+        lefts.append(pw - cw)
+    total: torch.Tensor | None = None
+    count = torch.zeros(1, 1, ph, pw, device=images.device)
+    for top in tops:
+        for left in lefts:
+            out = forward(padded[..., top : top + ch, left : left + cw]).float()
+            if total is None:
+                total = out.new_zeros(out.shape[0], out.shape[1], ph, pw)
+            total[..., top : top + ch, left : left + cw] += out
+            count[..., top : top + ch, left : left + cw] += 1
+    assert total is not None
+    return (total / count)[..., :h, :w]
+
+
+def multi_scale_probs(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    crop: tuple[int, int],
+    scales: Sequence[float] = MS_SCALES,
+    flip: bool = True,
+) -> torch.Tensor:
+    """Multi-scale (+ horizontal flip) test: for every scale s the image is resized (bilinear)
+    by s, scored with `sliding_logits`, its logits resized back to (H, W) and softmaxed; the
+    probabilities are averaged over scales (and flips). Returns (B, K, H, W) probabilities —
+    their argmax is the prediction (mmseg ``aug_test``)."""
+    if not scales or any(s <= 0 for s in scales):
+        raise ConfigError(f"multi-scale test needs positive scales, got {list(scales)}")
+    h, w = images.shape[-2:]
+    total: torch.Tensor | None = None
+    n = 0
+    for s in scales:
+        size = (max(round(h * s), 1), max(round(w * s), 1))
+        scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        for mirrored in (False, True) if flip else (False,):
+            x = scaled.flip(-1) if mirrored else scaled
+            logits = sliding_logits(forward, x, crop)
+            if mirrored:
+                logits = logits.flip(-1)
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            probs = logits.softmax(1)
+            total = probs if total is None else total + probs
+            n += 1
+    assert total is not None
+    return total / n
 
 
 #: The headline metric of every dense task kind, and whether lower is better (for Δm).

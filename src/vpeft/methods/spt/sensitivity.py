@@ -9,6 +9,12 @@ accumulated over a fixed, ordered subset of C training samples (default 512 = 16
 with a freshly initialised head, plain cross-entropy and fp32. `per_sample=True` sums per-sample
 squared gradients instead (one forward/backward per image; slower).
 
+Any task's loss (``task=``, a `vpeft.tasks.Task`): the batch is then a dict (or an (inputs,
+target) pair), a fresh head of that task (seeded, e.g. the SETR-PUP decoder of ADE20K
+segmentation) reads the backbone features it names (feature maps for dense tasks), and the
+loss is the task's own mean per-sample loss ``task.loss(...)[0] / n`` — so SPT allocates from a
+segmentation model's sensitivity (spec/spt.md: "dense tasks (ADE20K segmentation)").
+
 Cost: one forward + backward per batch. Memory: one fp32 accumulator per candidate parameter —
 each gradient is squared into its accumulator by a post-accumulate hook and freed at once, and
 only candidate parameters (see `candidates.py`) require a gradient at all.
@@ -131,11 +137,42 @@ def _prepare(
     return work, candidates
 
 
+def _task_loss(work: nn.Module, task: Any, head_seed: int) -> Any:
+    """``fn(batch) -> mean loss`` of `task` on the backbone `work` with a fresh seeded head."""
+    from ...model import _FEATURES, feature_info
+
+    spec = describe(work)
+    if task.features not in _FEATURES:
+        raise ConfigError(f"task {task.name}: its features {task.features!r} need a PEFT model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(head_seed)
+        head = task.build_head(feature_info(spec))
+    head.to(device=_device(work), dtype=torch.float32)
+    head.requires_grad_(False)
+    features = _FEATURES[task.features]
+
+    def loss(batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
+        if isinstance(batch, dict):
+            inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+            target = inputs.pop(task.target_field)
+        else:
+            inputs, target = batch[0].to(device), batch[1].to(device)
+        if isinstance(inputs, dict) and "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].float()
+        head.train(work.training)
+        out = task.run_head(head, features(spec, inputs), inputs)
+        total, n = task.loss(out, target)
+        return total / max(n, 1), n
+
+    return loss
+
+
 def compute_sensitivity(
     model: nn.Module,
     batches: Iterable[Batch],
     num_classes: int | None = None,
     *,
+    task: Any = None,
     train_mode: bool = False,
     per_sample: bool = False,
     head_seed: int = 0,
@@ -149,9 +186,14 @@ def compute_sensitivity(
     keeps the model's own head. `train_mode`: run in train mode (dropout / drop-path active, as
     the reference does with drop-path 0.1); default eval mode, for deterministic scores.
     `copy_model=False` works on `model` itself (saves memory; leaves it with a new head and
-    gradients enabled on the candidates).
+    gradients enabled on the candidates). `task`: score with that task's loss and a fresh head
+    of it instead (`num_classes` must then be None; batches are dicts with the task's fields,
+    or (inputs, target) pairs); `per_sample` is not supported with it.
     """
+    if task is not None and (num_classes is not None or per_sample):
+        raise ConfigError("task= sensitivity takes neither num_classes nor per_sample")
     work, candidates = _prepare(model, num_classes, head_seed, copy_model)
+    task_loss = _task_loss(work, task, head_seed) if task is not None else None
     work.train(train_mode)
     device = next(iter(candidates.params.values())).device
     accumulators = {
@@ -176,7 +218,14 @@ def compute_sensitivity(
             from tqdm import tqdm
 
             iterator = tqdm(batches, desc="sensitivity", unit="batch")
-        for images, labels in iterator:
+        for batch in iterator:
+            if task_loss is not None:
+                value, n = task_loss(batch, device)
+                value.backward()
+                samples += n
+                n_batches += 1
+                continue
+            images, labels = batch
             images, labels = images.to(device, torch.float32), labels.to(device)
             groups = images.split(1) if per_sample else (images,)
             targets = labels.split(1) if per_sample else (labels,)
@@ -197,6 +246,7 @@ def compute_sensitivity(
         "per_sample": per_sample,
         "train_mode": train_mode,
         "num_classes": num_classes,
+        "loss": "cross-entropy" if task is None else f"task {task.kind}:{task.name}",
         "backbone": cfg.get("architecture", type(model).__name__),
         "candidates": candidates.numel,
     }
