@@ -107,8 +107,12 @@ def held_out(model, batch: int = 100) -> dict[str, float]:
         own = owner[i : i + batch]
         other = negative_images(own, len(images), gen)
         masked, labels = mask_words(t["input_ids"], 0.15, gen)
-        pos, mlm = model({**t, "input_ids": masked}, images[own])
+        # Both halves of the matching score see the same, unmasked caption: scoring the
+        # positives on masked text and the negatives on clean text let the [MASK] tokens
+        # alone tell them apart.
+        pos, _ = model(t, images[own])
         neg, _ = model(t, images[other])
+        _, mlm = model({**t, "input_ids": masked}, images[own])
         correct += int((pos > 0).sum() + (neg <= 0).sum())
         pairs += 2 * len(own)
         hit = labels != -100

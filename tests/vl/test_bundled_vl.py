@@ -65,8 +65,10 @@ def test_folder_is_small_plain_transformers_with_recipe(name):
 
 
 @pytest.mark.xfail(
-    reason="vilt-tiny-synth's ITM stayed at chance (recorded 0.503) within the CPU pretraining "
-    "budget; MLM learned (0.598). Needs a longer / fixed pretraining run.",
+    reason="vilt-tiny-synth's ITM stays at chance (recorded 0.503; MLM 0.598). Pairs and "
+    "negatives are correct (test_vilt_pretrain_pairs.py); the text [CLS] carries almost no "
+    "per-sample signal at init (std across a batch ~0.004 vs norm 8), so matching does not leave "
+    "ln 2 even when memorising 32 fixed pairs for 30 steps. Unfixed; see the recipe's note.",
     strict=False,
 )
 @torch.no_grad()
