@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from importlib import import_module
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from ..errors import UnknownMethodError
