@@ -7,18 +7,14 @@ comes from the transformers package; likewise diffusers (`vpeft.backbones.diffus
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
+from typing import Any
 
-from timm.models.convnext import ConvNeXt
-from timm.models.pvt_v2 import PyramidVisionTransformerV2
-from timm.models.swin_transformer import SwinTransformer
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from .convnext import describe_convnext
 from .head import BackboneWithHead
-from .pvt import describe_pvt_v2
 from .spec import (
     MATRIX_ROLES,
     AttentionSpec,
@@ -29,16 +25,38 @@ from .spec import (
     ModuleSite,
     TokenPath,
 )
-from .swin import describe_swin
-from .vit import describe_vit
 
-#: model class -> (family name, describer). Adding a family = one entry + one module.
-FAMILIES: dict[type[nn.Module], tuple[str, Callable[[nn.Module], BackboneSpec]]] = {
-    VisionTransformer: ("vit", describe_vit),
-    SwinTransformer: ("swin", describe_swin),
-    ConvNeXt: ("convnext", describe_convnext),
-    PyramidVisionTransformerV2: ("pvt_v2", describe_pvt_v2),
-}
+#: timm family names, in the order of `families()` (written out so that listing them, and
+#: importing this package, does not import timm)
+TIMM_FAMILIES: tuple[str, ...] = ("vit", "swin", "convnext", "pvt_v2")
+
+
+@functools.cache
+def families() -> dict[type[nn.Module], tuple[str, Callable[[nn.Module], BackboneSpec]]]:
+    """Model class -> (family name, describer). Adding a family = one entry + one module (and
+    its name in `TIMM_FAMILIES`). timm is imported on the first call."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.pvt_v2 import PyramidVisionTransformerV2
+    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.vision_transformer import VisionTransformer
+
+    from .convnext import describe_convnext
+    from .pvt import describe_pvt_v2
+    from .swin import describe_swin
+    from .vit import describe_vit
+
+    return {
+        VisionTransformer: ("vit", describe_vit),
+        SwinTransformer: ("swin", describe_swin),
+        ConvNeXt: ("convnext", describe_convnext),
+        PyramidVisionTransformerV2: ("pvt_v2", describe_pvt_v2),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FAMILIES":  # the mapping as it was, built (with timm) on first access
+        return families()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: families described by `vpeft.backbones.hf` (needs the `hf` extra)
@@ -59,7 +77,7 @@ DIFFUSERS_FAMILIES: tuple[str, ...] = ("diffusers-unet",)
 
 def supported_families() -> list[str]:
     """Names of the backbone families vpeft can describe (timm, transformers, diffusers)."""
-    return [name for name, _ in FAMILIES.values()] + list(HF_FAMILIES) + list(DIFFUSERS_FAMILIES)
+    return list(TIMM_FAMILIES) + list(HF_FAMILIES) + list(DIFFUSERS_FAMILIES)
 
 
 def is_diffusers_model(model: nn.Module) -> bool:
@@ -86,12 +104,12 @@ def describe(model: nn.Module) -> BackboneSpec:
         from .diffusers_unet import describe_diffusers
 
         return describe_diffusers(model)
-    for cls, (_, describer) in FAMILIES.items():
+    for cls, (_, describer) in families().items():
         if type(model) is cls:
             return describer(model)
     raise UnsupportedBackboneError(
         f"{type(model).__name__} is not a supported backbone. Supported timm families: "
-        + ", ".join(f"{name} ({cls.__name__})" for cls, (name, _) in FAMILIES.items())
+        + ", ".join(f"{name} ({cls.__name__})" for cls, (name, _) in families().items())
         + "; transformers models: ViTModel, CLIPVisionModel, CLIPTextModel, CLIPModel, "
         "ViltModel, BridgeTowerModel; diffusers: UNet2DConditionModel"
     )
@@ -119,6 +137,7 @@ __all__ = [
     "FAMILIES",
     "HF_FAMILIES",
     "MATRIX_ROLES",
+    "TIMM_FAMILIES",
     "AttentionSpec",
     "BackboneSpec",
     "BackboneWithHead",
@@ -128,6 +147,7 @@ __all__ = [
     "ModuleSite",
     "TokenPath",
     "describe",
+    "families",
     "is_diffusers_model",
     "is_transformers_model",
     "supported_families",

@@ -17,17 +17,18 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
-from torch import nn
 
 from ..errors import ConfigError, VpeftError
-from ..factory import create_backbone
 from ..jsonsafe import dumps_strict
-from ..methods import get_method
-from ..model import PeftModel, apply
+
+if TYPE_CHECKING:  # torch and timm load when a command builds a model, not for --help
+    from torch import nn
+
+    from ..model import PeftModel
 
 #: Exit code of every handled error (invalid input, unknown method or backbone).
 ERROR_EXIT_CODE = 2
@@ -146,6 +147,8 @@ def build_backbone(
 ) -> nn.Module:
     """A headless backbone by name (bundled, or timm with seeded random / local weights);
     see `vpeft.factory.create_backbone`."""
+    from ..factory import create_backbone
+
     return create_backbone(name, weights, img_size, random_init=random_init)
 
 
@@ -158,6 +161,9 @@ def build_model(
     img_size: int | None = None,
 ) -> PeftModel:
     """Parse `--opt` pairs, build the backbone and install `method` with a `num_classes` head."""
+    from ..methods import get_method
+    from ..model import apply
+
     options = parse_opts(opts)
     get_method(method).config.from_options(options)  # fail fast, before building the backbone
     model = build_backbone(backbone, weights, img_size)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..data.transforms import DataConfig, data_config_for
 from ..errors import ConfigError, DatasetError
-from ..train.inputs import Data
+
+if TYPE_CHECKING:  # data code (torch, timm) loads when a command reads data, not for --help
+    from ..data.transforms import DataConfig
+    from ..train.inputs import Data
 
 KINDS: tuple[str, ...] = (
     "synthetic",
@@ -75,6 +77,8 @@ class DataSpec:
 def backbone_data_config(model: Any) -> DataConfig:
     """Resize / normalisation for `model`: its pretrained config, at the input size the built
     model actually takes (``--img-size`` changes the patch embedding, not ``pretrained_cfg``)."""
+    from ..data.transforms import data_config_for
+
     dcfg = data_config_for(model)
     built = getattr(getattr(model, "patch_embed", None), "img_size", None)
     if built is not None and tuple(built) != tuple(dcfg.input_size):

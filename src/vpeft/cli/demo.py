@@ -6,34 +6,46 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..bench.demo import DEFAULT_METHODS, DEFAULT_TASKS, DemoRow, run_demo
-from ..bench.report import JSON_NAME, MARKDOWN_NAME, PLOT_NAME, method_means
-from ..data.synthetic import TARGET_TASKS
 from .common import JsonOpt, console, emit_json, handles_errors
 from .outputs import check_out_dir
+
+if TYPE_CHECKING:
+    from ..bench.demo import DemoRow
 
 DEFAULT_OUT = Path("vpeft-demo")
 TABLE_WIDTH = 132  # the full table without truncated cells, also when stdout is not a terminal
 _err = Console(stderr=True)
+#: The lists shown in ``--help``, written out so that ``--help`` imports no torch (the demo's
+#: own `vpeft.bench.demo.DEFAULT_*` and `vpeft.data.synthetic.TARGET_TASKS` are the truth;
+#: tests/cli/test_lazy_imports.py checks that these equal them).
+HELP_DEFAULT_TASKS: tuple[str, ...] = ("synth-objects", "synth-thermal", "synth-orientation")
+HELP_TARGET_TASKS: tuple[str, ...] = (
+    "synth-objects", "synth-textures", "synth-digits", "synth-xray", "synth-thermal",
+    "synth-count", "synth-position", "synth-orientation", "synth-distance", "synth-azimuth",
+)  # fmt: skip
+HELP_DEFAULT_METHODS: tuple[str, ...] = (
+    "linear", "full", "bitfit", "lora", "adapter", "adaptformer", "vpt-deep",
+)  # fmt: skip
 
 TasksOpt = Annotated[
     list[str] | None,
     typer.Option(
         help="synthetic target tasks, comma-separated and/or repeated (default: "
-        f"{', '.join(DEFAULT_TASKS)}; all: {', '.join(TARGET_TASKS)}).",
+        f"{', '.join(HELP_DEFAULT_TASKS)}; all: {', '.join(HELP_TARGET_TASKS)}).",
         show_default=False,
     ),
 ]
 MethodsOpt = Annotated[
     list[str] | None,
     typer.Option(
-        help=f"methods, comma-separated and/or repeated (default: {', '.join(DEFAULT_METHODS)}); "
+        help="methods, comma-separated and/or repeated (default: "
+        f"{', '.join(HELP_DEFAULT_METHODS)}); "
         "other registered methods run with lr 1e-2 for 5 epochs and default options.",
         show_default=False,
     ),
@@ -83,6 +95,9 @@ def demo(
     parameters, training FLOPs, wall time) and writes results.json, results.md and
     accuracy_vs_params.png into --out.
     """
+    from ..bench.demo import DEFAULT_METHODS, DEFAULT_TASKS, run_demo
+    from ..bench.report import JSON_NAME, MARKDOWN_NAME, PLOT_NAME
+
     check_out_dir(out)  # before the runs, not when the results are written
     task_list = _names(tasks, DEFAULT_TASKS)
     method_list = _names(methods, DEFAULT_METHODS)
@@ -119,6 +134,8 @@ def demo(
 
 
 def _table(rows: list[DemoRow]) -> Table:
+    from ..bench.report import method_means
+
     table = Table(
         title="vpeft demo on vit-tiny-synth: test top-1 after the last epoch (train800)",
         caption="GFLOPs/img: forward + backward of one training image; TFLOPs: all epochs; "

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
-from ..tasks import Task
-from ..tasks.dense import HEADLINES, PASCAL_MT_TASKS, delta_m, dense_tasks
+
+if TYPE_CHECKING:  # task and data code (torch) loads when a command runs, not for --help
+    from torch.utils.data import Dataset
+
+    from ..tasks import Task
 
 DENSE_KINDS: tuple[str, ...] = ("dense-synthetic", "pascal-mt", "ade20k")
 #: the tasks of each dense data kind when ``--tasks`` is not given
@@ -52,11 +53,15 @@ BaselineOpt = Annotated[
 
 def task_names(text: str) -> list[str]:
     """``"pascal-mt"`` → the four tasks; ``"a,b"`` → ``["a", "b"]``."""
+    from ..tasks.dense import PASCAL_MT_TASKS
+
     names = [t.strip() for t in text.split(",") if t.strip()]
     return list(PASCAL_MT_TASKS) if names == ["pascal-mt"] else names
 
 
 def tasks_for(text: str, dataset: str = "pascal-mt", embed_dim: int = 256) -> list[Task]:
+    from ..tasks.dense import dense_tasks
+
     return dense_tasks(task_names(text), dataset, embed_dim)
 
 
@@ -97,27 +102,6 @@ def parse_synthetic_root(root: str) -> dict[str, int]:
     return out
 
 
-class NormalisedDense(Dataset):
-    """Items of a dense dataset with ``pixel_values`` normalised by the backbone's mean/std
-    (after an optional joint augmentation, a fresh draw per access)."""
-
-    def __init__(self, base: Any, mean: Any, std: Any, augment: Any = None) -> None:
-        self.base = base
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = dict(self.base[index])
-        if self.augment is not None:
-            item = self.augment(item)
-        item["pixel_values"] = (item["pixel_values"] - self.mean) / self.std
-        return item
-
-
 def dense_split(
     kind: str,
     root: str,
@@ -130,6 +114,7 @@ def dense_split(
 ) -> Dataset:
     """One split of a dense dataset, normalised, at the backbone's input size."""
     from ..data.dense_augment import DenseAugment
+    from ..data.normalised_dense import NormalisedDense
 
     if kind == "dense-synthetic":
         from ..data.dense_synthetic import DenseSyntheticDataset
@@ -167,6 +152,8 @@ def task_results(record: dict[str, Any], tasks: dict[str, Task], split: str) -> 
 
 def headlines(results: dict[str, dict[str, float]], tasks: dict[str, Task]) -> dict[str, float]:
     """Each task's headline metric (mIoU; mean angular error for normals)."""
+    from ..tasks.dense import HEADLINES
+
     out = {}
     for name, task in tasks.items():
         metric, _ = HEADLINES[task.kind]
@@ -179,6 +166,8 @@ def delta_m_against(
     headline: dict[str, float], tasks: dict[str, Task], baseline: Path
 ) -> dict[str, Any]:
     """Δm (%) of `headline` against the ``headline`` of a baseline run's summary.json."""
+    from ..tasks.dense import HEADLINES, delta_m
+
     try:
         stored = json.loads(Path(baseline).read_text())
     except (OSError, ValueError) as err:

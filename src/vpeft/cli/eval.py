@@ -7,11 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..adapter_info import read_info
 from ..errors import AdapterFileError, ConfigError
-from ..model import load
-from ..train.device import autocast_dtype, resolve_device
-from ..train.evaluate import evaluate
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -66,6 +62,10 @@ def eval_command(
 
     Dense multi-task adapters (--data dense-synthetic:… / pascal-mt:ROOT) report every task's
     metrics and headline (mIoU; mean angular error for normals)."""
+    from ..adapter_info import read_info
+    from ..train.device import autocast_dtype, resolve_device
+    from ..train.evaluate import evaluate
+
     spec = DataSpec.parse(data)
     info = read_info(adapter)
     model = create_backbone_for_cli(backbone, weights, img_size, random_init)
@@ -118,6 +118,7 @@ def _eval_dense(
     multi_scale: bool = False,
 ) -> dict[str, Any]:
     """Per-task metrics and headlines of a dense multi-task adapter on a dense split."""
+    from ..train.device import autocast_dtype, resolve_device
     from ..train.evaluate import evaluate_tasks
 
     dcfg = backbone_data_config(pm.model)
@@ -142,7 +143,7 @@ def _multi_scale_results(
     from torch.utils.data import DataLoader
 
     from ..tasks.dense import SegmentationTask, multi_scale_probs
-    from ..train.device import autocast
+    from ..train.device import autocast, autocast_dtype
 
     others = [n for n, t in pm.tasks.items() if not isinstance(t, SegmentationTask)]
     if others:
@@ -173,6 +174,7 @@ def _multi_scale_results(
 def _eval_vl(spec: DataSpec, model: Any, adapter: Path, info: dict[str, Any], split: str,
              batch_size: int, device: str, amp: str) -> dict[str, Any]:  # fmt: skip
     """Every metric of the adapter's VL task on a split of ``vl-synthetic:PART``."""
+    from ..train.device import autocast_dtype, resolve_device
     from ..train.evaluate import evaluate_tasks
     from .vl_data import evaluation_task, vl_data
 
@@ -207,6 +209,8 @@ def check_input_size(adapter: Path, info: dict[str, Any], size: tuple[int, int])
 
 def load_for_cli(adapter: Path, model: Any, info: dict[str, Any]) -> Any:
     """`vpeft.load`, with a fingerprint mismatch worded in terms of CLI flags."""
+    from ..model import load
+
     try:
         return load(adapter, base=model)
     except AdapterFileError as err:

@@ -7,9 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..adapters import load_adapters
-from ..data.transforms import data_config_for
-from ..export import export_onnx, merged_model, save_timm_weights
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -38,6 +35,10 @@ def export_command(
     timm.create_model(..., num_classes=C, pretrained=True,
     pretrained_cfg_overlay=dict(file=OUT.safetensors, num_classes=C))) and, with --onnx, an
     ONNX model checked against PyTorch with onnxruntime."""
+    from ..adapters import load_adapters
+    from ..data.transforms import data_config_for
+    from ..export import export_onnx, merged_model, save_timm_weights
+
     pm = load_adapters(build_backbone(backbone, weights), {"adapter": adapter})
     model = merged_model(pm, "adapter")
     out.parent.mkdir(parents=True, exist_ok=True)

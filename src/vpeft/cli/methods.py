@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..core.registry import MethodInfo
-from ..methods import get_method, method_infos
 from .common import JsonOpt, console, emit_json, handles_errors
+
+if TYPE_CHECKING:
+    from ..core.registry import MethodInfo
 
 NameArg = Annotated[
     str | None, typer.Argument(help="show only this method, with its options and their help.")
@@ -65,6 +66,8 @@ def _options_table(info: MethodInfo) -> Table:
 def methods(name: NameArg = None, json_out: JsonOpt = False) -> None:
     """List the registered methods: name, family, mergeable (foldable back into the backbone
     weights) and paper. With NAME, show that method's options."""
+    from ..methods import get_method, method_infos
+
     infos = method_infos() if name is None else [get_method(name)]
     if json_out:  # with NAME, the record also lists the options (as the table below does)
         records = [method_record(i) for i in infos]

@@ -15,15 +15,12 @@ and head are N times the single-task figures and total = (total − trainable) +
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ..core.registry import get_method
 from ..errors import ConfigError
-from ..model import Summary, apply
-from ..tasks import ClassificationTask
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -39,6 +36,9 @@ from .common import (
     parse_opts,
 )
 from .dense import SharedOpt, build_dense_model
+
+if TYPE_CHECKING:
+    from ..model import Summary
 
 TasksOpt = Annotated[
     str,
@@ -71,6 +71,10 @@ def classification_counts(
     weights: Path | None,
 ) -> dict[str, Any]:
     """The summary of the real model with `tasks` classification tasks (see the docstring)."""
+    from ..methods import get_method
+    from ..model import apply
+    from ..tasks import ClassificationTask
+
     options = parse_opts(opt)
     get_method(method).config.from_options(options)  # fail fast, before building the backbone
     task_list = [ClassificationTask(f"task{i + 1}", num_classes=num_classes) for i in range(tasks)]

@@ -10,9 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..adapters import load_adapters
 from ..errors import ConfigError
-from ..serve.inference import Predictor, decode_image, image_files
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -56,6 +54,9 @@ def predict_command(
 ) -> None:
     """Top-k class names and scores of every image under every --adapter, using the
     preprocessing each adapter file records (one mixed-adapter batch through the backbone)."""
+    from ..adapters import load_adapters
+    from ..serve.inference import Predictor, decode_image, image_files
+
     if csv_out and json_out:
         raise ConfigError("give --json or --csv, not both")
     files = image_files(images)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from ..analysis.profile import ProfileReport, profile_model
 from ..errors import ConfigError
-from ..train.device import resolve_device
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -23,6 +21,9 @@ from .common import (
     handles_errors,
 )
 from .dense import DenseTasksOpt, SharedOpt, build_dense_model
+
+if TYPE_CHECKING:
+    from ..analysis.profile import ProfileReport
 
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="images per training step.")]
 ImgSizeOpt = Annotated[
@@ -61,6 +62,9 @@ def profile(
     one step). With --json, the contract keys (forward_flops, train_step_flops,
     saved_activation_bytes, trainable, step_seconds) come first, then extra figures.
     """
+    from ..analysis.profile import profile_model
+    from ..train.device import resolve_device
+
     target = resolve_device(device)
     if tasks is not None:
         pm = build_dense_model(backbone, method, opt, tasks, shared, weights, img_size)

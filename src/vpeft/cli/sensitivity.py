@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..data.transforms import data_config_for, make_transform
 from ..errors import ConfigError
-from ..methods.spt import SptPlan, build_plan, plot_heatmap
-from ..methods.spt.allocation import STRUCTURED, parse_budget
-from ..methods.spt.sensitivity import Sensitivity, compute_sensitivity, sensitivity_batches
-from ..train.device import resolve_device
 from .common import JsonOpt, WeightsOpt, console, emit_json, handles_errors
 from .data_option import DataSpec, load_split, num_classes_of
 from .dense import DEFAULT_TASKS, DENSE_KINDS, dense_split, tasks_for
 from .outputs import check_out_file
+
+if TYPE_CHECKING:
+    from ..methods.spt.sensitivity import Sensitivity
 
 
 def _backbone(name: str | None, weights: Path | None, img_size: int | None) -> Any:
@@ -38,6 +36,10 @@ def _compute(
     model: Any, data: str, split: str, samples: int, batch: int, seed: int | None,
     img_size: int | None, train_mode: bool, per_sample: bool, device: str, progress: bool,
 ) -> Sensitivity:  # fmt: skip
+    from ..data.transforms import data_config_for, make_transform
+    from ..methods.spt.sensitivity import compute_sensitivity, sensitivity_batches
+    from ..train.device import resolve_device
+
     spec = DataSpec.parse(data)
     dcfg = data_config_for(model)
     size = (img_size, img_size) if img_size else dcfg.input_size
@@ -66,6 +68,8 @@ def _compute(
 
 
 def _show(plan_path: Path, png: Path | None, json_out: bool) -> None:
+    from ..methods.spt import SptPlan, plot_heatmap
+
     plan = SptPlan.load(plan_path)
     image = plot_heatmap(plan, png or plan_path.with_suffix(".png"))
     if json_out:
@@ -157,6 +161,10 @@ def sensitivity(
     whole vectors at >= length/beta, sparse entries elsewhere) and written to --plan-out; use it
     with `--method spt-lora --opt plan=FILE`. --show prints a plan and writes its heat map.
     """
+    from ..methods.spt import build_plan, plot_heatmap
+    from ..methods.spt.allocation import STRUCTURED, parse_budget
+    from ..methods.spt.sensitivity import Sensitivity
+
     if show is not None:
         _show(show, png, json_out)
         return

@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..adapters import load_adapters
 from ..errors import ConfigError
-from ..serve.app import MAX_UPLOAD, create_app, require_serve
-from ..serve.inference import Predictor
+from ..serve.limits import MAX_UPLOAD
 from .common import BackboneOpt, WeightsOpt, build_backbone, console, handles_errors
 
 
@@ -48,6 +46,10 @@ def serve_command(
 ) -> None:
     """Serve --adapter files on one BACKBONE: GET /health, GET /adapters,
     POST /predict/{adapter} (multipart field `file`) -> top-k labels and scores."""
+    from ..adapters import load_adapters
+    from ..serve.app import create_app, require_serve
+    from ..serve.inference import Predictor
+
     require_serve()
     import uvicorn
 

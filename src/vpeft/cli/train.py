@@ -9,20 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
-from torch import nn
 
-from .. import adapter_info
+from ..core.train_config import TrainConfig
 from ..errors import ConfigError
-from ..methods import get_method
-from ..model import apply
-from ..train import TrainConfig, train
-from ..train.lock import output_lock
-from ..train.records import SUMMARY_NAME, write_summary
-from ..train.rng import seed_everything
 from .common import (
     BackboneOpt,
     JsonOpt,
@@ -62,6 +55,9 @@ from .dense import (
 )
 from .outputs import check_out_dir
 from .vl_data import KIND as VL_KIND
+
+if TYPE_CHECKING:
+    from torch import nn
 
 _HELP = TrainConfig.field_help()
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -196,6 +192,9 @@ def train_command(
     searches train on train800 and compare val200 accuracy. The adapter is written to
     OUT/adapter.safetensors (load it with `vpeft eval` or `vpeft.load`).
     """
+    from ..methods import get_method
+    from ..train.lock import output_lock
+
     flags = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": wd,
         "optimizer": optimizer, "warmup_epochs": warmup_epochs, "seed": seed,
@@ -253,6 +252,11 @@ def _run(
     hflip: bool | None, split_names: tuple[str, str, str], resume: bool, log: str | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     """Build, train and save; the summary on rank 0 (None elsewhere)."""
+    from .. import adapter_info
+    from ..model import apply
+    from ..train import train
+    from ..train.rng import seed_everything
+
     train_split, val_split, test_split = split_names
     name, _, random = backbone.partition("+")
     if spec.kind == VL_KIND:
@@ -328,6 +332,12 @@ def run_dense(
 ) -> dict[str, Any] | None:  # fmt: skip
     """Build the dense multi-task model, train it, write summary.json with per-task results
     (test split, last epoch), headline metrics and Δm against ``baseline``."""
+    from .. import adapter_info
+    from ..model import apply
+    from ..train import train
+    from ..train.records import SUMMARY_NAME, write_summary
+    from ..train.rng import seed_everything
+
     name, _, random = backbone.partition("+")
     model = create_backbone_for_cli(name, weights, img_size, random == "random-init")
     dcfg = backbone_data_config(model)
@@ -385,9 +395,13 @@ def _run_vl(
 ) -> dict[str, Any] | None:  # fmt: skip
     """`vl-synthetic:PART` data: the part's VL task on a transformers VL backbone. For
     ``clip-new`` the test split (new classes) is scored after training with the new names."""
+    from .. import adapter_info
+    from ..model import apply
+    from ..train import train
     from ..train.device import autocast_dtype, resolve_device
     from ..train.evaluate import evaluate_tasks
     from ..train.records import SUMMARY_NAME, write_summary
+    from ..train.rng import seed_everything
     from .vl_data import evaluation_task, results, vl_data
 
     for role, given in zip(("train", "val", "test"), split_names, strict=True):

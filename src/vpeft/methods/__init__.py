@@ -1,6 +1,7 @@
 """Method families, one package (or module) each: a config dataclass, the modules it adds and
 the installer, registered by one `register` call. The shared machinery lives in `vpeft.core`;
-importing this package registers every shipped family (`builtin`), and no family imports it."""
+the registry imports every shipped family (`builtin`) on its first look-up (`get_method`,
+`available_methods`, `method_infos`), and no family imports it."""
 
 from ..core.config import MethodConfig, option
 from ..core.context import InstallContext
@@ -16,5 +17,3 @@ __all__ = [
     "option",
     "register",
 ]
-
-from . import builtin  # noqa: F401  (registers the shipped methods)

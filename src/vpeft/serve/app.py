@@ -24,9 +24,7 @@ import torch
 
 from ..errors import ConfigError
 from .inference import ImageError, Prediction, Predictor, decode_image
-
-#: default upload limit (bytes)
-MAX_UPLOAD = 10 * 1024 * 1024
+from .limits import MAX_UPLOAD
 
 
 def require_serve() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.layers import DropPath
 from torch import nn
 
 from ..lora.layer import LoraBranch
@@ -29,7 +28,11 @@ def _dropout(p: float) -> nn.Module:
 
 
 def _drop_path(p: float) -> nn.Module:
-    return DropPath(p) if p > 0 else nn.Identity()
+    if p <= 0:
+        return nn.Identity()
+    from timm.layers import DropPath  # timm loads when a model is built, not at registration
+
+    return DropPath(p)
 
 
 class SptLora(nn.Module):

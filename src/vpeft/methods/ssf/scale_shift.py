@@ -11,22 +11,23 @@ from the module type; the module stores how many spatial axes trail the channel 
 
 from __future__ import annotations
 
+import functools
+
 import torch
-from timm.layers import norm as timm_norm
 from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ...errors import UnsupportedBackboneError
 
-#: LayerNorm subclasses that normalise the channels of NCHW tensors (output channel axis 1).
-NCHW_NORMS: tuple[type[nn.Module], ...] = tuple(
-    cls
-    for cls in (
-        getattr(timm_norm, "LayerNorm2d", None),
-        getattr(timm_norm, "LayerNorm2dFp32", None),
-    )
-    if cls is not None
-)
+
+@functools.cache
+def nchw_norms() -> tuple[type[nn.Module], ...]:
+    """LayerNorm subclasses that normalise the channels of NCHW tensors (output channel axis 1);
+    timm is imported on the first call, not when the method is registered."""
+    from timm.layers import norm as timm_norm
+
+    found = (getattr(timm_norm, "LayerNorm2d", None), getattr(timm_norm, "LayerNorm2dFp32", None))
+    return tuple(cls for cls in found if cls is not None)
 
 
 class ScaleShift(nn.Module):
@@ -124,7 +125,7 @@ def channel_layout(module: nn.Module) -> tuple[int, int]:
                 f"SSF needs LayerNorms with a per-channel affine weight; got {module} "
                 "(elementwise_affine=False or a multi-axis normalized_shape)"
             )
-        trailing = 2 if isinstance(module, NCHW_NORMS) else 0
+        trailing = 2 if isinstance(module, nchw_norms()) else 0
         return module.normalized_shape[0], trailing
     raise UnsupportedBackboneError(
         f"SSF cannot follow a {type(module).__name__}; supported: Linear, LayerNorm, Conv2d"
