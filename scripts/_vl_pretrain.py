@@ -1,12 +1,11 @@
 """Shared parts of `pretrain_tiny_vilt.py` and `pretrain_tiny_clip.py`: the pretraining corpus
-(captioned scenes of the VL suite, from seeds the benchmarks never use), the schedule and the
+(captioned scenes of the VL suite, from seeds the benchmarks never use) and the
 writing of a transformers folder (config.json + model.safetensors + tokenizer.json) with the
 recipe beside it."""
 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import shutil
 import time
@@ -56,12 +55,6 @@ def trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cut padding columns beyond the longest text of the batch."""
     length = int(batch["attention_mask"].sum(1).max())
     return {k: v[:, :length] for k, v in batch.items()}
-
-
-def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
 def save_folder(

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from _pretrain_common import adamw, cosine_lr, set_lr
 from _vl_pretrain import (
     HELD_OUT_SEED,
     PRETRAIN_SEEDS,
     captioned_scenes,
-    cosine_lr,
     environment,
     save_folder,
     tokenize,
@@ -114,17 +114,14 @@ def main() -> None:
     model = CLIPModel(config)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=args.lr,
-                            betas=(0.9, 0.98))  # fmt: skip
+    opt = adamw(decay, rest, args.lr, args.weight_decay, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(args.seed)
     start, log = time.time(), []
     for step in range(args.steps):
         idx = torch.randint(0, len(captions), (args.batch_size,), generator=gen)
         batch = trim({k: v[idx] for k, v in text.items()})
         loss = info_nce(embed(model, batch, images[owner[idx]]), owner[idx]).mean()
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.warmup_steps, args.lr)
+        set_lr(opt, cosine_lr(step, args.steps, args.warmup_steps, args.lr))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

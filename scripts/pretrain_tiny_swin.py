@@ -16,17 +16,14 @@ on the target `val` split's semantic labels (same classes, unseen scenes).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from _pretrain_common import adamw, cosine_lr, device_name, save_backbone, set_lr, write_recipe
 
 import vpeft
-from vpeft.atomic import atomic_path, atomic_write_text
 from vpeft.data import dense_synthetic
 from vpeft.tasks.dense import SegmentationTask
 from vpeft.train.evaluate import evaluate_tasks
@@ -65,21 +62,10 @@ def main() -> None:
     params = list(pm.trainable_parameters().values())
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=args.lr,
-    )
+    opt = adamw(decay, no_decay, args.lr, args.weight_decay)
     n = len(train["pixel_values"])
     steps_per_epoch = math.ceil(n / args.batch_size)
     total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start, step = time.time(), 0
@@ -92,8 +78,7 @@ def main() -> None:
             flip = torch.rand(len(idx), generator=gen, device=device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             y = torch.where(flip.view(-1, 1, 1), y.flip(-1), y)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
+            set_lr(opt, cosine_lr(step, total, warmup, args.lr))
             loss, count = task.loss(pm(x), y)
             opt.zero_grad(set_to_none=True)
             (loss / count).backward()
@@ -103,14 +88,7 @@ def main() -> None:
     seconds = time.time() - start
     scores = evaluate_tasks(pm, torch.utils.data.StackDataset(**val), 100, device)["semseg"]
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.out / entry.weights_file
-    with atomic_path(weights) as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in pm.model.state_dict().items()},
-            str(tmp),
-            metadata={"format": "pt", "vpeft_backbone": entry.name},
-        )
+    save_backbone(args.out, entry, pm.model.state_dict())
     recipe = {
         "backbone": entry.name,
         "timm_name": entry.timm_name,
@@ -132,9 +110,7 @@ def main() -> None:
         "mean": entry.mean,
         "std": entry.std,
         "seed": args.seed,
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "train_seconds": round(seconds, 1),
@@ -142,10 +118,7 @@ def main() -> None:
             f"python scripts/pretrain_tiny_swin.py --device {args.device} --epochs {args.epochs}"
         ),
     }
-    atomic_write_text(
-        args.out / (Path(entry.weights_file).stem + ".json"), json.dumps(recipe, indent=2) + "\n"
-    )
-    print(json.dumps(recipe, indent=2))
+    write_recipe(args.out, entry, recipe)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _pretrain_common import adamw, cosine_lr, set_lr
 from _vl_pretrain import (
     HELD_OUT_SEED,
     PRETRAIN_SEEDS,
     captioned_scenes,
-    cosine_lr,
     environment,
     negative_images,
     save_folder,
@@ -142,8 +142,7 @@ def main() -> None:
     model = Pretrainer(config)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=args.lr)  # fmt: skip
+    opt = adamw(decay, rest, args.lr, args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     start = time.time()
     log = []
@@ -151,8 +150,7 @@ def main() -> None:
         idx = torch.randint(0, len(captions), (args.batch_size,), generator=gen)
         batch = trim({k: v[idx] for k, v in text.items()})
         itm, mlm, *_ = losses(model, batch, images, owner[idx], gen, len(images))
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.warmup_steps, args.lr)
+        set_lr(opt, cosine_lr(step, args.steps, args.warmup_steps, args.lr))
         opt.zero_grad(set_to_none=True)
         (itm + args.mlm_weight * mlm).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

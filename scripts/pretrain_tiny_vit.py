@@ -13,17 +13,14 @@ cosine schedule with linear warm-up, label smoothing 0.1, random crop (pad 4) + 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from _pretrain_common import adamw, cosine_lr, device_name, save_backbone, set_lr, write_recipe
 
-from vpeft.atomic import atomic_path, atomic_write_text
 from vpeft.data import synthetic
 from vpeft.zoo import ASSETS, bundled_backbone
 
@@ -85,20 +82,9 @@ def main() -> None:
     model = entry.create(pretrained=False, num_classes=train.num_classes).to(device)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=args.lr,
-    )
+    opt = adamw(decay, no_decay, args.lr, args.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
 
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start, step = time.time(), 0
@@ -107,8 +93,7 @@ def main() -> None:
         order = torch.randperm(len(x_train), generator=gen, device=device)
         for i in range(0, len(order), args.batch_size):
             idx = order[i : i + args.batch_size]
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
+            set_lr(opt, cosine_lr(step, total, warmup, args.lr))
             loss = F.cross_entropy(
                 model(_augment(x_train[idx], gen)), y_train[idx], label_smoothing=0.1
             )
@@ -124,14 +109,7 @@ def main() -> None:
     train_acc = _accuracy(model, x_train[:5000], y_train[:5000], 1024)
 
     model.reset_classifier(0)
-    args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.out / entry.weights_file
-    with atomic_path(weights) as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            str(tmp),
-            metadata={"format": "pt", "vpeft_backbone": entry.name},
-        )
+    save_backbone(args.out, entry, model.state_dict())
     recipe = {
         "backbone": entry.name,
         "timm_name": entry.timm_name,
@@ -154,19 +132,14 @@ def main() -> None:
         "mean": entry.mean,
         "std": entry.std,
         "seed": args.seed,
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
+        "device": device_name(device),
         "torch": torch.__version__,
         "train_seconds": round(seconds, 1),
         "command": (
             f"python scripts/pretrain_tiny_vit.py --device {args.device} --epochs {args.epochs}"
         ),
     }
-    atomic_write_text(
-        args.out / (Path(entry.weights_file).stem + ".json"), json.dumps(recipe, indent=2) + "\n"
-    )
-    print(json.dumps(recipe, indent=2))
+    write_recipe(args.out, entry, recipe)
 
 
 if __name__ == "__main__":

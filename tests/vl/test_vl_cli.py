@@ -29,25 +29,20 @@ TRAIN = ["--epochs", 2, "--warmup-epochs", 0, "--batch-size", 8, "--lr", 0.003,
          "--device", "cpu", "--no-progress", "--json"]  # fmt: skip
 
 
+def _train(backbone, out, *args):
+    """`vpeft train` of LoRA on ``backbone`` with the short CPU schedule above."""
+    return _invoke(["train", "--backbone", backbone, "--method", "lora", *args, "--out", out,
+                    *TRAIN])  # fmt: skip
+
+
+def _eval(backbone, *args):
+    return _invoke(["eval", "--backbone", backbone, *args, "--device", "cpu", "--json"])
+
+
 def test_train_then_eval_vqa(small_suite, tmp_path):
     backbone = _folder(tiny_vilt(), tmp_path / "vilt")
     out = tmp_path / "run"
-    code, stdout, stderr = _invoke(
-        [
-            "train",
-            "--backbone",
-            backbone,
-            "--method",
-            "lora",
-            "--opt",
-            "rank=2",
-            "--data",
-            "vl-synthetic:vqa",
-            "--out",
-            out,
-            *TRAIN,
-        ]
-    )
+    code, stdout, stderr = _train(backbone, out, "--opt", "rank=2", "--data", "vl-synthetic:vqa")
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary == json.loads((out / "summary.json").read_text())
@@ -56,21 +51,14 @@ def test_train_then_eval_vqa(small_suite, tmp_path):
     assert 0.0 <= score <= 100.0
     assert summary["trainable"]["head"] > 0 and summary["trainable"]["trainable_encoder"] > 0
 
-    code, stdout, stderr = _invoke(
-        [
-            "eval",
-            "--backbone",
-            backbone,
-            "--adapter",
-            out / "adapter.safetensors",
-            "--data",
-            "vl-synthetic:vqa",
-            "--split",
-            "test",
-            "--device",
-            "cpu",
-            "--json",
-        ]
+    code, stdout, stderr = _eval(
+        backbone,
+        "--adapter",
+        out / "adapter.safetensors",
+        "--data",
+        "vl-synthetic:vqa",
+        "--split",
+        "test",
     )
     assert code == 0, stderr
     record = json.loads(stdout)
@@ -81,37 +69,13 @@ def test_train_then_eval_vqa(small_suite, tmp_path):
 def test_clip_new_is_scored_with_the_new_class_names(small_suite, tmp_path):
     backbone = _folder(tiny_clip(), tmp_path / "clip")
     out = tmp_path / "run"
-    code, stdout, stderr = _invoke(
-        [
-            "train",
-            "--backbone",
-            backbone,
-            "--method",
-            "lora",
-            "--data",
-            "vl-synthetic:clip-new",
-            "--out",
-            out,
-            *TRAIN,
-        ]
-    )
+    code, stdout, stderr = _train(backbone, out, "--data", "vl-synthetic:clip-new")
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["splits"]["test"] == "test_new"
     new = summary["metrics"]["test"]["clip/top1"]
-    code, stdout, stderr = _invoke(
-        [
-            "eval",
-            "--backbone",
-            backbone,
-            "--adapter",
-            out / "adapter.safetensors",
-            "--data",
-            "vl-synthetic:clip-new",
-            "--device",
-            "cpu",
-            "--json",
-        ]
+    code, stdout, stderr = _eval(
+        backbone, "--adapter", out / "adapter.safetensors", "--data", "vl-synthetic:clip-new"
     )
     assert code == 0, stderr
     assert json.loads(stdout)["metrics"]["clip/top1"] == pytest.approx(new, abs=1e-9)
@@ -119,36 +83,10 @@ def test_clip_new_is_scored_with_the_new_class_names(small_suite, tmp_path):
 
 def test_wrong_pairings_are_clear_errors(small_suite, tmp_path):
     backbone = _folder(tiny_vilt(), tmp_path / "vilt")
-    code, _, stderr = _invoke(
-        [
-            "train",
-            "--backbone",
-            backbone,
-            "--method",
-            "lora",
-            "--data",
-            "vl-synthetic:clip-base",
-            "--out",
-            tmp_path / "run",
-            *TRAIN,
-        ]
-    )
+    code, _, stderr = _train(backbone, tmp_path / "run", "--data", "vl-synthetic:clip-base")
     assert code != 0 and "two-tower CLIP" in stderr
-    code, _, stderr = _invoke(
-        [
-            "train",
-            "--backbone",
-            backbone,
-            "--method",
-            "lora",
-            "--data",
-            "vl-synthetic:vqa",
-            "--train-split",
-            "train800",
-            "--out",
-            tmp_path / "run2",
-            *TRAIN,
-        ]
+    code, _, stderr = _train(
+        backbone, tmp_path / "run2", "--data", "vl-synthetic:vqa", "--train-split", "train800"
     )
     assert code != 0 and "fixed by the part" in stderr
 

@@ -19,11 +19,11 @@ from torch import nn
 from .hf_common import (
     as_kwargs,
     image_inputs,
-    separate_attention,
+    proj_mlp_block,
     text_image_inputs,
     text_inputs,
 )
-from .spec import BackboneSpec, BlockSpec, LinearSlot, ModuleSite, TokenPath, single_mlp
+from .spec import BackboneSpec, BlockSpec, ModuleSite, TokenPath
 
 
 def clip_vision_pool(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -46,26 +46,15 @@ def clip_pool(model: nn.Module, inputs: Any) -> torch.Tensor:
 
 def _block(index: int, layer: nn.Module, stream: str) -> BlockSpec:
     attn = layer.self_attn
-    attention = separate_attention(
-        attn,
+    return proj_mlp_block(
+        index,
         layer,
         "self_attn",
-        "hf-proj",
-        (attn, "q_proj", "k_proj", "v_proj"),
-        (attn, "out_proj"),
+        "out_proj",
         attn.num_heads,
         scale=float(attn.scale),
         dropout=float(attn.dropout),
-    )
-    return BlockSpec(
-        index=index,
-        stage=0,
-        module=layer,
         dim=attn.embed_dim,
-        attention=attention,
-        fc1=LinearSlot(layer.mlp, "fc1", "fc1"),
-        fc2=LinearSlot(layer.mlp, "fc2", "fc2"),
-        mlp=single_mlp(layer, "mlp"),
         norms=[layer.layer_norm1, layer.layer_norm2],
         stream=stream,
     )

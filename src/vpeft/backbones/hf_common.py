@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .spec import AttentionSpec, LinearSlot, ModuleSite
+from .spec import AttentionSpec, BlockSpec, LinearSlot, ModuleSite, single_mlp
 
 
 def separate_attention(
@@ -44,6 +44,46 @@ def separate_attention(
         cross=cross,
         scale=scale,
         dropout=dropout,
+    )
+
+
+def proj_mlp_block(
+    index: int,
+    layer: nn.Module,
+    attr: str,
+    out: str,
+    num_heads: int,
+    scale: float,
+    dropout: float,
+    dim: int,
+    norms: list[nn.Module],
+    stream: str = "main",
+) -> BlockSpec:
+    """A pre-norm block whose attention ``layer.<attr>`` has q_proj/k_proj/v_proj and the
+    output projection ``out``, and whose MLP is ``layer.mlp`` with fc1/fc2 (CLIP, ViT)."""
+    attn = getattr(layer, attr)
+    attention = separate_attention(
+        attn,
+        layer,
+        attr,
+        "hf-proj",
+        (attn, "q_proj", "k_proj", "v_proj"),
+        (attn, out),
+        num_heads,
+        scale=scale,
+        dropout=dropout,
+    )
+    return BlockSpec(
+        index=index,
+        stage=0,
+        module=layer,
+        dim=dim,
+        attention=attention,
+        fc1=LinearSlot(layer.mlp, "fc1", "fc1"),
+        fc2=LinearSlot(layer.mlp, "fc2", "fc2"),
+        mlp=single_mlp(layer, "mlp"),
+        norms=norms,
+        stream=stream,
     )
 
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from .hf_common import as_kwargs, image_inputs, separate_attention
-from .spec import BackboneSpec, BlockSpec, LinearSlot, ModuleSite, TokenPath, single_mlp
+from .hf_common import as_kwargs, image_inputs, proj_mlp_block
+from .spec import BackboneSpec, BlockSpec, ModuleSite, TokenPath
 
 
 def vit_pool(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -30,26 +30,15 @@ def _block(index: int, layer: nn.Module) -> BlockSpec:
             f"ViTModel layer {index} has no q_proj/k_proj/v_proj/o_proj (the transformers 5 "
             "layout); install transformers>=5 (pip install 'vpeft[hf]')"
         )
-    attention = separate_attention(
-        attn,
+    return proj_mlp_block(
+        index,
         layer,
         "attention",
-        "hf-proj",
-        (attn, "q_proj", "k_proj", "v_proj"),
-        (attn, "o_proj"),
+        "o_proj",
         attn.num_attention_heads,
         scale=float(attn.scaling),
         dropout=float(attn.attention_dropout),
-    )
-    return BlockSpec(
-        index=index,
-        stage=0,
-        module=layer,
         dim=layer.layernorm_before.normalized_shape[0],
-        attention=attention,
-        fc1=LinearSlot(layer.mlp, "fc1", "fc1"),
-        fc2=LinearSlot(layer.mlp, "fc2", "fc2"),
-        mlp=single_mlp(layer, "mlp"),
         norms=[layer.layernorm_before, layer.layernorm_after],
     )
 

@@ -156,6 +156,11 @@ def _insert(ctx: InstallContext, net: nn.Module, places: list[tuple], cfg: Hyper
         )
 
 
+def _hypernet_args(cfg: HyperformerConfig) -> tuple:
+    """The trailing constructor arguments `LayerHypernet` and `LiteHypernet` share."""
+    return cfg.embedding_dim, cfg.hidden_dim, cfg.k, cfg.psi, cfg.init_std, cfg.zero_init
+
+
 def install_layer_hypernet(ctx: InstallContext, cfg: HyperformerConfig) -> None:
     """Hyperformer / Polyhistor: a projector per block, generators per adapter."""
     assert ctx.task_state is not None
@@ -164,16 +169,7 @@ def install_layer_hypernet(ctx: InstallContext, cfg: HyperformerConfig) -> None:
     for block, _site, key in places:
         n = cfg.bottleneck(block.dim)
         layers[key] = (f"b{block.index}", block.dim, n, cfg.factor_rank(n))
-    net = LayerHypernet(
-        ctx.task_state,
-        layers,
-        cfg.embedding_dim,
-        cfg.hidden_dim,
-        cfg.k,
-        cfg.psi,
-        cfg.init_std,
-        cfg.zero_init,
-    )
+    net = LayerHypernet(ctx.task_state, layers, *_hypernet_args(cfg))
     _attach(ctx, net)
     _insert(ctx, net, places, cfg)
 
@@ -198,12 +194,7 @@ def install_lite(ctx: InstallContext, cfg: PolyhistorLiteConfig) -> None:
         template_dim,
         n,
         cfg.factor_rank(n),
-        cfg.embedding_dim,
-        cfg.hidden_dim,
-        cfg.k,
-        cfg.psi,
-        cfg.init_std,
-        cfg.zero_init,
+        *_hypernet_args(cfg),
     )
     _attach(ctx, net)
     _insert(ctx, net, places, cfg)
