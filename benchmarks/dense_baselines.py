@@ -74,6 +74,7 @@ def command(args: argparse.Namespace, label: str, seed: int) -> list[str]:
     return ["vpeft", "train", "-b", args.backbone, "-m", method, "--tasks", "pascal-mt",
             "--data", args.data, "--epochs", str(args.epochs), "--warmup-epochs", "0",
             "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
+            "--train-opt", f"eval_every={args.epochs}",  # test once, after the last epoch
             "--val-split", "none", "--out", str(run_dir(args, label, seed)), "--no-progress",
             "--json", *extra]  # fmt: skip
 
