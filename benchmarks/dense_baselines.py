@@ -88,7 +88,6 @@ def run(args: argparse.Namespace, label: str, seed: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"{out.name}.log", "w") as log:
         rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=log).returncode
-    (out.parent / f"{out.name}.wall").write_text(f"{time.time() - start:.0f}\n")
     print(f"{label} seed {seed}: rc {rc}, {time.time() - start:.0f} s", flush=True)
 
 
@@ -99,9 +98,7 @@ def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
             path = run_dir(args, label, seed) / "summary.json"
             if path.is_file():
                 summary = json.loads(path.read_text())
-                wall = path.parent.parent / f"{path.parent.name}.wall"
                 summary["_seed"] = seed
-                summary["_wall"] = float(wall.read_text()) if wall.is_file() else float("nan")
                 summary["_cmd"] = shlex.join(command(args, label, seed))
                 found.setdefault(label, []).append(summary)
     return found
@@ -131,12 +128,12 @@ def report(args: argparse.Namespace) -> None:
     for label in METHODS:
         runs = found.get(label)
         if not runs:
-            lines.append(f"| {label} | — | not run (time) |" + " |" * 7)
+            lines.append(f"| {label} | — | not run (time) |" + " |" * 6)
             continue
         dms = [delta_m(s["headline"], ref) for s in runs]
         t = runs[0]["trainable"]
         cells = [pm([s["headline"][k] for s in runs]) for k in TASKS]
-        wall = statistics.fmean(s["_wall"] for s in runs)
+        wall = statistics.fmean(s["wall_s"] for s in runs)
         lines.append(
             f"| {label} | {','.join(str(s['_seed']) for s in runs)} | " + " | ".join(cells)
             + f" | {pm(dms, '+.2f')} | {t['trainable_encoder']:,} / {t['trainable']:,}"
