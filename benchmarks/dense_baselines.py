@@ -1,11 +1,16 @@
-"""Every dense multi-task baseline on the bundled tiny Swin and the procedural dense suite:
-per-task test metrics (last epoch), Δm against single-task full fine-tuning, trainable
-parameters encoder / all. Writes a markdown table (default docs/results/dense.md).
+"""Every dense multi-task method on the bundled tiny Swin and the procedural dense suite:
+per-task test metrics (last epoch), Δm against single-task full fine-tuning (mean of its
+seeds), trainable parameters encoder / all, and the Fig. 3-style plot (Δm against trainable
+encoder parameters, log x). Writes the table to docs/results/dense_table.md
+(quoted in dense.md) and
+docs/results/dense_delta_m_vs_params.png.
 
-    python benchmarks/dense_baselines.py --epochs 20 --seeds 0 --out runs/dense
+    python benchmarks/dense_baselines.py --jobs 2 --out runs/dense       # run, then report
+    python benchmarks/dense_baselines.py --report-only --out runs/dense  # report what exists
 
-Each run is one `vpeft train` command (printed in the table's source list); the first method,
-per-task `full`, is the Δm baseline of the others (`--baseline`).
+Runs go in priority order (`RUNS`) and are skipped when their summary.json exists, so an
+interrupted sweep resumes, and `--report-only` reports whatever finished (missing rows say so).
+Each run is one `vpeft train` command, listed in the report.
 """
 
 from __future__ import annotations
@@ -16,78 +21,179 @@ import shlex
 import statistics
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-#: (label, method, extra CLI arguments)
-METHODS: list[tuple[str, str, list[str]]] = [
-    ("single-task full FT", "full", []),
-    ("decoders only", "linear", []),
-    ("multi-task full FT", "full", ["--shared"]),
-    ("BitFit", "bitfit", []),
-    ("relative bias", "relative-bias", []),
-    ("VPT-shallow", "vpt-shallow", []),
-    ("VPT-deep", "vpt-deep", []),
-    ("LoRA", "lora-qkv", []),
-    ("Adapter λ=2", "adapter-ln", []),
-    ("low-rank adapter", "low-rank-adapter", []),
-    ("Shared Adapter λ=2", "shared-adapter", []),
-]
+#: (label, method, extra CLI arguments). Options scaled to the tiny Swin (widths 24/48/96/192):
+#: the paper's λ = 16 gives a stage-1 bottleneck of 24 // 16 = 1 there, so Polyhistor and PHM use
+#: λ = 4 (n = 6/12/24/48, r = n/4) and Hyperformer λ = 8; everything else keeps its defaults.
+METHODS: dict[str, tuple[str, list[str]]] = {
+    "single-task full FT": ("full", []),
+    "decoders only": ("linear", []),
+    "multi-task full FT": ("full", ["--shared"]),
+    "BitFit": ("bitfit", []),
+    "relative bias": ("relative-bias", []),
+    "VPT-shallow": ("vpt-shallow", []),
+    "VPT-deep": ("vpt-deep", []),
+    "LoRA": ("lora-qkv", []),
+    "Adapter λ=2": ("adapter-ln", []),
+    "low-rank adapter": ("low-rank-adapter", []),
+    "Shared Adapter λ=2": ("shared-adapter", []),
+    "Hyperformer λ=8": ("hyperformer", ["--opt", "reduction=8"]),
+    "Polyhistor λ=4": ("polyhistor", ["--opt", "reduction=4"]),
+    "Polyhistor-Lite": ("polyhistor-lite", []),
+    "PHM λ=4": ("phm", ["--opt", "reduction=4"]),
+    "Compacter": ("compacter", []),
+    "Compacter++": ("compacter++", []),
+}
+MAIN = ("single-task full FT", "Hyperformer λ=8", "Polyhistor λ=4", "Polyhistor-Lite")
+#: priority order: the reference's two seeds, the paper's key rows, the rest, then more seeds
+RUNS: list[tuple[str, int]] = (
+    [("single-task full FT", 0), ("single-task full FT", 1), ("decoders only", 0),
+     ("multi-task full FT", 0), ("Polyhistor λ=4", 0), ("Polyhistor-Lite", 0),
+     ("Hyperformer λ=8", 0), ("LoRA", 0), ("Adapter λ=2", 0), ("BitFit", 0),
+     ("relative bias", 0), ("VPT-shallow", 0), ("VPT-deep", 0), ("low-rank adapter", 0),
+     ("Shared Adapter λ=2", 0), ("Polyhistor λ=4", 1), ("Polyhistor-Lite", 1),
+     ("Hyperformer λ=8", 1), ("PHM λ=4", 0), ("Compacter", 0), ("Compacter++", 0)]
+    + [(label, 1) for label in METHODS if label not in MAIN]
+)  # fmt: skip
 TASKS = ("semseg", "parts", "saliency", "normals")
+LOWER_IS_BETTER = {"normals"}
 
 
-def run(label: str, method: str, extra: list[str], seed: int, args: argparse.Namespace,
-        baseline: Path | None) -> tuple[dict, str]:  # fmt: skip
-    out = args.out / f"{method}{'-shared' if '--shared' in extra else ''}-s{seed}"
-    cmd = [sys.executable, "-m", "vpeft.cli.main", "train", "-b", args.backbone, "-m", method,
-           "--tasks", "pascal-mt", "--data", args.data, "--epochs", str(args.epochs),
-           "--warmup-epochs", "1", "--batch-size", "16", "--lr", str(args.lr), "--seed",
-           str(seed), "--out", str(out), "--no-progress", "--json", *extra]  # fmt: skip
-    if baseline is not None:
-        cmd += ["--baseline", str(baseline)]
-    summary_path = out / "summary.json"
-    if not summary_path.is_file():
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(summary_path.read_text()), shlex.join(cmd[1:])
+def run_dir(args: argparse.Namespace, label: str, seed: int) -> Path:
+    method, extra = METHODS[label]
+    tag = "-shared" if "--shared" in extra else ""
+    tag += "".join("-" + e.replace("=", "") for e in extra if "=" in e)
+    return args.out / f"{method}{tag}-s{seed}"
+
+
+def command(args: argparse.Namespace, label: str, seed: int) -> list[str]:
+    method, extra = METHODS[label]
+    return ["vpeft", "train", "-b", args.backbone, "-m", method, "--tasks", "pascal-mt",
+            "--data", args.data, "--epochs", str(args.epochs), "--warmup-epochs", "0",
+            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
+            "--train-opt", f"eval_every={args.epochs}",  # test once, after the last epoch
+            "--val-split", "none", "--out", str(run_dir(args, label, seed)), "--no-progress",
+            "--json", *extra]  # fmt: skip
+
+
+def run(args: argparse.Namespace, label: str, seed: int) -> None:
+    out = run_dir(args, label, seed)
+    if (out / "summary.json").is_file():
+        return
+    cmd = [sys.executable, "-m", "vpeft.cli.main", *command(args, label, seed)[1:]]
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.log", "w") as log:
+        rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=log).returncode
+    print(f"{label} seed {seed}: rc {rc}, {time.time() - start:.0f} s", flush=True)
+
+
+def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for label in METHODS:
+        for seed in range(10):
+            path = run_dir(args, label, seed) / "summary.json"
+            if path.is_file():
+                summary = json.loads(path.read_text())
+                summary["_seed"] = seed
+                summary["_cmd"] = shlex.join(command(args, label, seed))
+                found.setdefault(label, []).append(summary)
+    return found
+
+
+def delta_m(headline: dict[str, float], ref: dict[str, float]) -> float:
+    terms = [(-1 if t in LOWER_IS_BETTER else 1) * (headline[t] - ref[t]) / ref[t] for t in TASKS]
+    return 100 * statistics.fmean(terms)
+
+
+def pm(values: list[float], fmt: str = ".2f") -> str:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:{fmt}}"
+    return f"{mean:{fmt}} ± {statistics.stdev(values):{fmt.lstrip('+')}}"
+
+
+def report(args: argparse.Namespace) -> None:
+    found = collect(args)
+    ref_runs = found.get("single-task full FT", [])
+    if not ref_runs:
+        sys.exit("no single-task full FT run yet: nothing to report")
+    ref = {t: statistics.fmean(s["headline"][t] for s in ref_runs) for t in TASKS}
+    lines = ["| method | seeds | " + " | ".join(TASKS) + " | Δm % | trainable encoder / all "
+             "| wall s / run |", "|---" * 9 + "|"]  # fmt: skip
+    points = []
+    for label in METHODS:
+        runs = found.get(label)
+        if not runs:
+            lines.append(f"| {label} | — | not run (time) |" + " |" * 6)
+            continue
+        dms = [delta_m(s["headline"], ref) for s in runs]
+        t = runs[0]["trainable"]
+        cells = [pm([s["headline"][k] for s in runs]) for k in TASKS]
+        wall = statistics.fmean(s["wall_s"] for s in runs)
+        lines.append(
+            f"| {label} | {','.join(str(s['_seed']) for s in runs)} | " + " | ".join(cells)
+            + f" | {pm(dms, '+.2f')} | {t['trainable_encoder']:,} / {t['trainable']:,}"
+            + f" | {wall:.0f} |"
+        )  # fmt: skip
+        points.append((label, t["trainable_encoder"], statistics.fmean(dms),
+                       statistics.stdev(dms) if len(dms) > 1 else 0.0))  # fmt: skip
+    commands = [s["_cmd"] for label in METHODS for s in found.get(label, [])]
+    text = "\n".join(lines) + "\n\nCommands (run from the repository root):\n\n"
+    text += "\n".join(f"    {c}" for c in commands) + "\n"
+    print(text)
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    args.table.write_text(text)
+    plot(points, args.plot)
+
+
+def plot(points: list[tuple[str, int, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, n, dm, sd in points:
+        x = max(n, 1)  # decoders only has 0 encoder parameters: drawn at 1 on the log axis
+        main = label in MAIN
+        ax.errorbar(x, dm, yerr=sd or None, fmt="*" if main else "o", ms=12 if main else 6,
+                    capsize=3, color="C3" if "Polyhistor" in label else None)  # fmt: skip
+        ax.annotate(label, (x, dm), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("trainable encoder parameters (log; decoders only drawn at 1)")
+    ax.set_ylabel("Δm (%) vs single-task full FT")
+    ax.set_title("swin-tiny-synth, procedural dense suite (cf. Polyhistor Fig. 3)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="swin-tiny-synth")
-    parser.add_argument("--data", default="dense-synthetic:default")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--data", default="dense-synthetic:limit=128")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("runs/dense"))
-    parser.add_argument("--table", type=Path, default=Path("docs/results/dense.md"))
-    args = parser.parse_args()
-    rows, commands = [], []
-    for seed in args.seeds:
-        baseline = None
-        for label, method, extra in METHODS:
-            summary, command = run(label, method, extra, seed, args, baseline)
-            if baseline is None:
-                baseline = args.out / f"{method}-s{seed}" / "summary.json"
-            rows.append((label, seed, summary))
-            commands.append(command)
-    lines = ["| method | " + " | ".join(TASKS) + " | Δm % | encoder / all |", "|---" * 7 + "|"]
-    for label, _, _ in METHODS:
-        runs = [s for lab, _, s in rows if lab == label]
-        mean = {t: statistics.fmean(s["headline"][t] for s in runs) for t in TASKS}
-        dm = [s.get("delta_m", {}).get("value", 0.0) for s in runs]
-        t = runs[0]["trainable"]
-        lines.append(
-            f"| {label} | " + " | ".join(f"{mean[k]:.2f}" for k in TASKS)
-            + f" | {statistics.fmean(dm):+.2f} | {t['trainable_encoder']:,} / {t['trainable']:,} |"
-        )  # fmt: skip
-    text = "\n".join(lines) + "\n\nCommands:\n\n" + "\n".join(f"    {c}" for c in commands) + "\n"
-    print(text)
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text(
-        "# Dense baselines on swin-tiny-synth and the procedural suite\n\n"
-        f"Produced by `python benchmarks/dense_baselines.py --epochs {args.epochs} --seeds "
-        f"{' '.join(map(str, args.seeds))}`. Test split, last epoch; seg/parts/saliency mIoU ↑, "
-        "normals mean angular error ° ↓; Δm against single-task full FT.\n\n" + text
+    parser.add_argument("--table", type=Path, default=Path("docs/results/dense_table.md"))
+    parser.add_argument(
+        "--plot", type=Path, default=Path("docs/results/dense_delta_m_vs_params.png")
     )
+    args = parser.parse_args()
+    if not args.report_only:
+        ref = [r for r in RUNS if r[0] == "single-task full FT"]
+        rest = [r for r in RUNS if r[0] != "single-task full FT"]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda r: run(args, *r), ref + rest))
+    report(args)
 
 
 if __name__ == "__main__":
