@@ -323,6 +323,7 @@ class WorkerReport:
     trained: list[str] = field(default_factory=list)  # run keys this worker trained
     reused: list[str] = field(default_factory=list)  # already in the store: not trained
     failed: list[str] = field(default_factory=list)
+    raced: int = 0  # trials another worker was handed too and finished first
     complete: bool = False
 
 
@@ -409,7 +410,15 @@ def work(
         enqueue_ready_finals(study, plan, store)
         states = [t.state for t in study.get_trials(deepcopy=False)]
         if TrialState.WAITING in states:
-            study.optimize(objective, n_trials=1, catch=(VpeftError,))
+            try:
+                study.optimize(objective, n_trials=1, catch=(VpeftError,))
+            except ValueError as err:
+                # SQLite can hand one queued trial to two workers at once; the run itself is
+                # guarded by its output-folder lock and keyed in the store, so the worker that
+                # finishes second only fails to report a trial the other already finished
+                if "Cannot tell a" not in str(err):
+                    raise
+                report.raced += 1
             taken += 1
             continue
         if is_complete(plan, store):
