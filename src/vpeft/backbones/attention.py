@@ -227,6 +227,18 @@ class SeparateProjectionOps(AttentionOps):
     def output(self, o: torch.Tensor) -> torch.Tensor:
         return self.spec.proj.module(merge_heads(o))
 
+    def extended_qkv(
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """q, [K_e; K], [V_e; V] and the mask padded so every query sees the extra keys."""
+        q, k, v = self.qkv(x)
+        bias = pad_key_columns(attention_mask, k_extra.shape[2])
+        return q, prepend_keys(k_extra, k), prepend_keys(v_extra, v), bias
+
     def attend_extra(
         self,
         x: torch.Tensor,
@@ -234,9 +246,7 @@ class SeparateProjectionOps(AttentionOps):
         v_extra: torch.Tensor,
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        q, k, v = self.qkv(x)
-        bias = pad_key_columns(attention_mask, k_extra.shape[2])
-        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        q, k, v, bias = self.extended_qkv(x, k_extra, v_extra, attention_mask)
         return self.output(attend(q, k, v, self.scale, bias, self.dropout_p()))
 
     def forward_extra_kv(  # type: ignore[override]
@@ -272,10 +282,8 @@ class ViltAttentionOps(SeparateProjectionOps):
         v_extra: torch.Tensor,
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        q, k, v = self.qkv(x)
-        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        q, k, v, bias = self.extended_qkv(x, k_extra, v_extra, attention_mask)
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-        bias = pad_key_columns(attention_mask, k_extra.shape[2])
         if bias is not None and bias.dtype == torch.bool:  # True = may attend
             scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
         elif bias is not None:
