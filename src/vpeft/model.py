@@ -669,28 +669,11 @@ def _num_classes_or_zero(pm: PeftModel) -> int:
 
 
 def _task_copies(pm: PeftModel, original: nn.Parameter) -> list[nn.Parameter]:
-    """Per-task copies of a frozen backbone parameter (created on first use)."""
+    """Per-task copies of a frozen backbone parameter (created on first use); the optimiser
+    decides their weight decay as their original's (`vpeft.train.optim`)."""
     if pm.task_parameters is None:
         pm.task_parameters = TaskParameterCopies(pm.task_state.tasks)
-    copies = pm.task_parameters.add(original)
-    if _declared_no_decay(pm, original):
-        from .core.context import NO_DECAY_ATTR
-
-        for c in copies:
-            setattr(c, NO_DECAY_ATTR, True)
-    return copies
-
-
-def _declared_no_decay(pm: PeftModel, p: nn.Parameter) -> bool:
-    """Copies keep the structural no-decay rule of their original (token embeddings, norms)."""
-    from .backbones.spec import NORM_TYPES
-
-    if any(p is t for t in (pm.spec.cls_token, pm.spec.pos_embed) if t is not None):
-        return True
-    return any(
-        isinstance(m, NORM_TYPES) and any(q is p for q in m.parameters(recurse=False))
-        for m in pm.model.modules()
-    )
+    return pm.task_parameters.add(original)
 
 
 def _check_metadata(path: str | Path, meta: dict[str, Any]) -> None:

@@ -314,3 +314,28 @@ def test_two_torchrun_processes_match_one_on_dict_batches(tmp_path) -> None:
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=1e-5, rtol=0)
+
+
+def test_per_task_copies_decay_as_their_originals() -> None:
+    """The optimiser's structural rules look at the original: copies of the position
+    embedding and of LayerNorm weights never decay, copies of linear weights do."""
+    from vpeft.train.optim import decay_decisions
+
+    pm = vpeft.apply(tiny_vit(0), "full", tasks=two_tasks())
+    copies = pm.task_parameters
+    assert copies is not None
+    by_id = {id(p): n for n, p in pm.named_parameters()}
+    decided = {d.name: d for d in decay_decisions(pm)}
+    originals = copies.original_of()
+    names = {id(p): n for n, p in pm.model.named_parameters()}
+    for task in ("a", "b"):
+        for copy in copies.tasks[task]:
+            original = originals[id(copy)]
+            decision = decided[by_id[id(copy)]]
+            name = names[id(original)]
+            if name == "pos_embed" or original.ndim <= 1:
+                assert not decision.decay, name
+            elif name.endswith("qkv.weight"):
+                assert decision.decay and decision.reason == "weight", name
+    pos = next(c for c in copies.tasks["a"] if names[id(originals[id(c)])] == "pos_embed")
+    assert decided[by_id[id(pos)]].reason == "token/position embedding"

@@ -44,6 +44,14 @@ class TaskParameterCopies(nn.Module):
     def originals(self) -> list[nn.Parameter]:
         return list(self._originals)
 
+    def original_of(self) -> dict[int, nn.Parameter]:
+        """id(copy) -> the backbone parameter it copies, for every task's copies."""
+        return {
+            id(copy): original
+            for copies in self.tasks.values()
+            for copy, original in zip(copies, self._originals, strict=True)
+        }
+
     @contextmanager
     def swapped_in(self, model: nn.Module, task: str) -> Iterator[None]:
         """Run the body with `task`'s copies in place of the originals inside `model`.

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..backbones.spec import NORM_TYPES
 from ..core.context import NO_DECAY_ATTR
+from ..core.task_params import TaskParameterCopies
 from ..errors import ConfigError
 
 LR_SCALE_ATTR = "_vpeft_lr_scale"
@@ -81,6 +82,7 @@ def _declared_embeddings(model: nn.Module) -> set[int]:
 def decay_decisions(model: nn.Module) -> list[DecayDecision]:
     """The weight-decay decision for every trainable parameter of `model`, in module order."""
     embeddings = _declared_embeddings(model)
+    copies = _task_copy_originals(model)
     seen: set[int] = set()
     decisions: list[DecayDecision] = []
     for module_name, module in model.named_modules():
@@ -89,7 +91,8 @@ def decay_decisions(model: nn.Module) -> list[DecayDecision]:
                 continue
             seen.add(id(p))
             name = f"{module_name}.{local}" if module_name else local
-            decay, reason = _decide(p, module, embeddings)
+            original, owner = copies.get(id(p), (p, module))
+            decay, reason = _decide(p, original, owner, embeddings)
             scale = float(getattr(p, LR_SCALE_ATTR, 1.0))
             if scale <= 0:
                 raise ConfigError(f"parameter {name} has lr scale {scale}; it must be > 0")
@@ -97,10 +100,27 @@ def decay_decisions(model: nn.Module) -> list[DecayDecision]:
     return decisions
 
 
-def _decide(p: nn.Parameter, owner: nn.Module, embeddings: set[int]) -> tuple[bool, str]:
+def _task_copy_originals(model: nn.Module) -> dict[int, tuple[nn.Parameter, nn.Module]]:
+    """id(per-task copy) -> (the backbone parameter it copies, that parameter's owner module):
+    a copy decays as its original would (rules 2–4 look at the original)."""
+    owners = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)}
+    return {
+        key: (original, owners.get(id(original), model))
+        for m in model.modules()
+        if isinstance(m, TaskParameterCopies)
+        for key, original in m.original_of().items()
+    }
+
+
+def _decide(
+    p: nn.Parameter, original: nn.Parameter, owner: nn.Module, embeddings: set[int]
+) -> tuple[bool, str]:
+    """Rule 1 reads `p`'s own tag; rules 2–4 look at `original` (`p` itself, or the backbone
+    parameter a per-task copy stands for) and its owner module."""
     tag = getattr(p, NO_DECAY_ATTR, None)
     if tag is not None:
         return (not bool(tag), "tagged")
+    p = original
     if id(p) in embeddings:
         return (False, "token/position embedding")
     if p.ndim <= 1:
