@@ -1,5 +1,6 @@
-"""SPT eval speed: sparse deltas folded into the weights (default) vs kept as sparse kernels,
-against the plain backbone — no-grad forwards, interleaved, median of rounds (ratios only).
+"""SPT eval speed: sparse deltas and LoRA pairs folded into the weights (default), sparse deltas
+only folded (LoRA branches run), nothing folded, against the plain backbone — no-grad forwards,
+interleaved, median of rounds (ratios only).
 
     .venv/bin/python benchmarks/spt_eval_speed.py --backbone vit_small_patch16_224 \
         --img-size 96 --batch 8 --budget 0.4M --threads 1
@@ -18,7 +19,8 @@ import torch
 import vpeft
 from vpeft.cli.common import build_backbone
 from vpeft.methods.spt import build_plan, random_sensitivity
-from vpeft.methods.spt.sparse import EvalFold
+from vpeft.methods.spt.sparse import SparseDelta, SparseLinearDelta
+from vpeft.methods.spt.structured import SptLora
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,24 +53,24 @@ def main() -> None:
     plain.reset_classifier(10)
     plain.eval()
     x = torch.randn(args.batch, 3, args.img_size, args.img_size)
-    fold = EvalFold.fold_for_eval
 
-    def spt(folding: bool) -> Callable[[], object]:
-        def run() -> object:
-            EvalFold.fold_for_eval = fold if folding else (lambda self, base: False)  # type: ignore[method-assign]
-            try:
-                return pm(x)
-            finally:
-                EvalFold.fold_for_eval = fold  # type: ignore[method-assign]
+    def spt(folding: tuple[type, ...]) -> Callable[[], object]:
+        """A copy of the SPT model whose pieces fold only when their type is in `folding`."""
+        model = copy.deepcopy(pm)
+        for module in model.modules():
+            if isinstance(module, (SparseDelta, SparseLinearDelta, SptLora)) and not isinstance(
+                module, folding
+            ):
+                module.fold_for_eval = lambda base: False  # instance attribute: never folds
+        return lambda: model(x)
 
-        return run
-
-    runs = {"plain backbone": lambda: plain(x), "spt-lora folded": spt(True),
-            "spt-lora unfolded": spt(False)}  # fmt: skip
+    sparse = (SparseDelta, SparseLinearDelta)
+    runs = {"plain backbone": lambda: plain(x), "spt-lora folded": spt((*sparse, SptLora)),
+            "spt-lora sparse only": spt(sparse), "spt-lora unfolded": spt(())}  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in runs}
     with torch.no_grad():
         for fn in runs.values():
-            fn()  # warm-up (the folded run folds here)
+            fn()  # warm-up (the folding runs fold here)
         for _ in range(args.rounds):
             for name, fn in runs.items():
                 times[name].append(timed(fn))

@@ -1,20 +1,28 @@
-"""SPT's sparse deltas fold into the frozen weights at eval and are restored for training.
+"""SPT's sparse deltas and LoRA pairs fold into the frozen weights at eval and are restored.
 
 Checks: folded outputs equal the unfolded ones; frozen weights after train → eval → train are
 bit-identical; an eval-mode forward that needs gradients does not fold; a δ changed while folded
-is re-folded; the folded forward runs no sparse kernels (it costs what the plain layers cost).
+is re-folded; the folded forward runs no sparse kernels and counts the plain model's FLOPs (no
+LoRA products); gradients after an eval fold equal those of a model never evaluated; files
+saved while folded hold the adapter, not folded weights.
 """
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from safetensors import safe_open
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
+import vpeft
 from tests.helpers import BACKBONES, images
 from tests.methods import checks
 from tests.spt.helpers import crafted_plan
 from vpeft.methods.spt import SparseDelta, SparseLinearDelta
+from vpeft.methods.spt.structured import SptLora
 
 SPARSE_OPS = {"aten.index_select", "aten.index_add_", "aten.index_add", "aten.index_put"}
 
@@ -101,3 +109,60 @@ def test_merge_after_eval_fold_counts_delta_once() -> None:
         folded = pm(x)
         merged = pm.merge()(x)
     torch.testing.assert_close(merged, folded, rtol=1e-5, atol=1e-5)
+
+
+def _forward_flops(model, x: torch.Tensor, grad: bool = False) -> int:
+    with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("backbone", ["vit", "swin"])
+def test_folded_lora_costs_the_plain_models_flops(backbone: str) -> None:
+    pm = _build("lora", backbone)
+    assert any(isinstance(m, SptLora) for m in pm.modules())
+    x = images()
+    pm.eval()
+    with torch.enable_grad():
+        unfolded = pm(x).detach()
+    unfolded_flops = _forward_flops(pm, x, grad=True)  # δ's gradient wanted: nothing folds
+    with torch.no_grad():
+        folded = pm(x)
+    torch.testing.assert_close(folded, unfolded, rtol=1e-5, atol=1e-5)
+    plain_flops = _forward_flops(copy.deepcopy(pm).merge().eval(), x)
+    assert _forward_flops(pm, x) == plain_flops < unfolded_flops
+
+
+def test_gradients_after_an_eval_fold_are_unchanged() -> None:
+    pm = _build("lora")
+    never = copy.deepcopy(pm)
+    x = images()
+    pm.eval()
+    with torch.no_grad():
+        pm(x)  # folds sparse deltas and LoRA pairs
+    pm.train()
+    for model in (pm, never):
+        torch.manual_seed(3)  # same dropout / drop-path masks
+        model(x).square().sum().backward()
+    grads = {n: p.grad for n, p in never.named_parameters() if p.requires_grad}
+    assert any(isinstance(m, SptLora) for m in pm.modules())
+    for name, p in pm.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.grad, grads[name]), name
+
+
+def test_file_saved_while_folded_holds_the_adapter(tmp_path) -> None:
+    pm = _build("lora")
+    x = images()
+    trained = {n: p.detach().clone() for n, p in pm.trainable_parameters().items()}
+    pm.eval()
+    with torch.no_grad():
+        expected = pm(x)  # folded from here on
+    pm.save(tmp_path / "spt.safetensors")
+    with safe_open(str(tmp_path / "spt.safetensors"), framework="pt") as f:
+        saved = {k: f.get_tensor(k) for k in f.keys() if k in trained}  # noqa: SIM118
+    assert saved.keys() == trained.keys()
+    assert all(torch.equal(saved[k], trained[k]) for k in trained)
+    loaded = vpeft.load(tmp_path / "spt.safetensors", base=BACKBONES["vit"](0)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)

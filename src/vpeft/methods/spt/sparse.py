@@ -9,7 +9,9 @@ the layer behaves as if its weight were W + scatter(δ) (spec/spt.md, "Unstructu
   norms, layer-scale vectors, depthwise convolutions): it returns scatter(δ) densely; its transient
   gradient has the size of that (small) tensor.
 
-Both are zero at init, fold into the frozen weights on merge (`delta_weight` / the reparam fold).
+Both are zero at init, fold into the frozen weights on merge (`delta_weight` / the reparam fold)
+and, while evaluating, in place (`vpeft.core.eval_fold.EvalFold`, restored bit-exactly for
+training).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import math
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from ...core.eval_fold import EvalFold, FoldTarget, foldable
 
 #: Elements of one (tokens × n) temporary in `SparseMatmul` (4 MiB in fp32).
 CHUNK_ELEMENTS = 1 << 20
@@ -74,70 +78,6 @@ def sparse_matmul(
     return y.reshape(*lead, out_features)
 
 
-#: (frozen tensor, flat indices into it, δ) for `EvalFold`.
-FoldTarget = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-class EvalFold:
-    """Fold δ into the frozen tensor while evaluating; restore it bit-exactly for training.
-
-    `fold_for_eval(base)` is asked before each forward: in eval mode with no gradient wanted
-    for δ (no_grad / inference_mode, or δ frozen) it adds δ into the base's own tensor in place
-    — saving the n original entries first — and returns True: the caller then skips the piece,
-    so the layer costs what the plain backbone costs. Otherwise, and on `train()`, `merged()` or
-    `fold_sparse`, `unfold()` writes the saved entries back (bit-identical weights). A δ changed
-    while folded (its version moved) is re-folded. While folded, the base module's state_dict
-    holds W + scatter(δ); adapter files and checkpoints hold δ only.
-    """
-
-    _folded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-    _folded_version: tuple[int, ...] = ()
-
-    def _fold_targets(self, base: nn.Module) -> list[FoldTarget]:
-        """(frozen tensor, flat indices, δ) triples; empty when this piece cannot fold."""
-        raise NotImplementedError
-
-    def fold_for_eval(self, base: nn.Module) -> bool:
-        deltas = [p for p in self.parameters(recurse=False)]
-        wants_grad = torch.is_grad_enabled() and any(p.requires_grad for p in deltas)
-        if self.training or wants_grad:
-            self.unfold()
-            return False
-        version = tuple(p._version for p in deltas)
-        if self._folded is not None and version == self._folded_version:
-            return True
-        self.unfold()
-        targets = self._fold_targets(base)
-        if not targets:
-            return False
-        folded = []
-        with torch.no_grad():
-            for param, index, delta in targets:
-                flat = param.view(-1)
-                folded.append((param, index, flat[index].clone()))
-                flat.index_add_(0, index, delta.to(param.dtype))
-        self._folded, self._folded_version = folded, version
-        return True
-
-    def unfold(self) -> None:
-        """Write the saved original entries back (no-op when not folded)."""
-        if self._folded is None:
-            return
-        with torch.no_grad():
-            for param, index, saved in reversed(self._folded):
-                param.view(-1).index_copy_(0, index, saved)
-        self._folded, self._folded_version = None, ()
-
-    def train(self, mode: bool = True):  # type: ignore[no-untyped-def]
-        if mode:
-            self.unfold()
-        return super().train(mode)  # type: ignore[misc]
-
-
-def _foldable(param: torch.Tensor | None) -> bool:
-    return param is not None and param.is_contiguous()
-
-
 def _delta_parameter(n: int, like: torch.Tensor) -> nn.Parameter | None:
     return nn.Parameter(torch.zeros(n, dtype=like.dtype, device=like.device)) if n else None
 
@@ -173,7 +113,7 @@ class SparseLinearDelta(EvalFold, nn.Module):
 
     def _fold_targets(self, base: nn.Module) -> list[FoldTarget]:
         weight, bias = getattr(base, "weight", None), getattr(base, "bias", None)
-        if not _foldable(weight) or (self.bias_delta is not None and not _foldable(bias)):
+        if not foldable(weight) or (self.bias_delta is not None and not foldable(bias)):
             return []
         targets = []
         if self.weight_delta is not None:
@@ -224,7 +164,7 @@ class SparseDelta(EvalFold, nn.Module):
 
     def _fold_targets(self, base: nn.Module) -> list[FoldTarget]:
         param = base.get_parameter(self.target)
-        return [(param, self.index, self.delta)] if _foldable(param) else []
+        return [(param, self.index, self.delta)] if foldable(param) else []
 
     def extra_repr(self) -> str:
         return f"target={self.target}, shape={self.shape}, entries={self.delta.numel()}"

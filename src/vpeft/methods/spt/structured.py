@@ -10,7 +10,9 @@
   with biases; Down kaiming-uniform(a=√5) (bias: the `nn.Linear` default), Up zero.
 - `SptParallelAdapter` — the attention output projection's form: Δ = drop_path(Up(GELU(Down(x)))).
 
-All are zero at init (B = 0, Up = 0). Only `SptLora` folds into the weights (`delta_weight`).
+All are zero at init (B = 0, Up = 0). Only `SptLora` folds into the weights (`delta_weight`);
+it also folds in place while evaluating (W[rows] += B·A, `vpeft.core.eval_fold.EvalFold`), so an
+SPT-LoRA model evaluates at the plain backbone's cost, and restores W bit-exactly for training.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from ...core.eval_fold import EvalFold, FoldTarget, foldable
 from ..lora.layer import LoraBranch
 
 
@@ -35,7 +38,7 @@ def _drop_path(p: float) -> nn.Module:
     return DropPath(p)
 
 
-class SptLora(nn.Module):
+class SptLora(EvalFold, nn.Module):
     """LoRA pairs on row ranges `parts` (role -> (start, stop)) of one (out × in) layer."""
 
     def __init__(
@@ -74,6 +77,17 @@ class SptLora(nn.Module):
             pieces.append(x.new_zeros(*x.shape[:-1], self.out_features - end))
         out = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
         return out if self.independent_drop_path else self.drop_path(out)
+
+    def _fold_targets(self, base: nn.Module) -> list[FoldTarget]:
+        """W[start:stop] += B·A for each part (dropout and drop-path are identities at eval)."""
+        weight = getattr(base, "weight", None)
+        first = next(iter(self.lora.values()))
+        if not foldable(weight) or weight.shape != (self.out_features, first.lora_A.shape[1]):
+            return []
+        return [
+            (weight, slice(start, stop), self.lora[role].delta_weight())
+            for role, (start, stop) in self.rows.items()
+        ]
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW (out × in): B·A in each part's rows, zero elsewhere."""
