@@ -157,6 +157,11 @@ class BlockSpec:
     norms: list[nn.Module]
     cross_attention: AttentionSpec | None = None
     stream: str = "main"
+    #: the block is ``s₁ = s + proj-output(norms[0](s))``, ``s₂ = s₁ + fc2-output(norms[1](s₁))``
+    #: with the attention projection's and fc2's outputs added unchanged (no layer scale,
+    #: drop-path or dropout between), and its output is the next block's input: SSF then
+    #: recovers those outputs from the residual sums the norms keep (`methods/ssf/residual`)
+    plain_residual: bool = False
 
     @property
     def mlp_parent(self) -> nn.Module:
@@ -196,7 +201,12 @@ class BlockSpec:
 
 
 def pre_norm_block(
-    index: int, stage: int, block: nn.Module, dim: int, attention: AttentionSpec
+    index: int,
+    stage: int,
+    block: nn.Module,
+    dim: int,
+    attention: AttentionSpec,
+    plain_residual: bool = False,
 ) -> BlockSpec:
     """The usual timm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``
     with ``block.mlp.fc1`` / ``block.mlp.fc2`` (ViT, Swin, PVT-v2)."""
@@ -210,6 +220,7 @@ def pre_norm_block(
         fc2=LinearSlot(block.mlp, "fc2", "fc2"),
         mlp=single_mlp(block, "mlp"),
         norms=[block.norm1, block.norm2],
+        plain_residual=plain_residual,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from timm.layers import Attention, Mlp
 from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
 
 from ..errors import UnsupportedBackboneError
 from .spec import (
@@ -50,7 +51,23 @@ def _block_spec(index: int, block: Block) -> BlockSpec:
     mlp = block.mlp
     if not isinstance(mlp, Mlp):
         raise UnsupportedBackboneError(f"ViT block {index} MLP {type(mlp).__name__} unsupported")
-    return pre_norm_block(index, 0, block, block.norm1.normalized_shape[0], attention)
+    dim = block.norm1.normalized_shape[0]
+    return pre_norm_block(index, 0, block, dim, attention, _plain_residual(block))
+
+
+def _passes_through(module: nn.Module) -> bool:
+    """Identity, or a dropout with p = 0 (timm's default; it returns its input as is)."""
+    return isinstance(module, nn.Identity) or (isinstance(module, nn.Dropout) and module.p == 0)
+
+
+def _plain_residual(block: Block) -> bool:
+    """Whether the attention projection's and fc2's outputs reach the residual adds unchanged
+    (no layer scale, drop-path, or active dropout; no norm after fc2)."""
+    between = (
+        block.ls1, block.drop_path1, block.attn.proj_drop,
+        block.ls2, block.drop_path2, block.mlp.drop2,
+    )  # fmt: skip
+    return all(_passes_through(m) for m in between)
 
 
 def describe_vit(model: VisionTransformer) -> BackboneSpec:

@@ -27,6 +27,7 @@ from ...core.config import MethodConfig, option
 from ...core.context import InstallContext
 from ...core.registry import MethodInfo, register
 from ...core.wrapper import AdaptedLayer
+from .residual import ResidualLink
 from .scale_shift import ScaleShift, channel_layout
 
 
@@ -88,12 +89,60 @@ def ssf_targets(ctx: InstallContext, convs: str) -> list[tuple[nn.Module, str, n
 
 def install_ssf(ctx: InstallContext, cfg: SsfConfig) -> None:
     """Attach one `ScaleShift` after each target layer (sequential, so it merges)."""
+    installed: dict[int, nn.Module] = {}
     for parent, attr, layer in ssf_targets(ctx, cfg.convs):
         channels, trailing = channel_layout(layer)
         ref = layer.weight
         module = ctx.module(ScaleShift, channels, trailing, cfg.init_std, like=ref)
         AdaptedLayer.wrap(parent, attr).add_sequential("ssf", module)
         ctx.train(module)
+        installed[id(layer)] = module
+    link_residual_branches(ctx, installed)
+
+
+def link_residual_branches(ctx: InstallContext, installed: dict[int, nn.Module]) -> int:
+    """Tie the SSF modules of every `plain_residual` block with `ResidualLink`s, so the
+    attention projection's and fc2's scale-and-shift keep no output of their own (see
+    `vpeft.methods.ssf.residual`). A link needs plain `ScaleShift`s (not per-task copies) on
+    the LayerNorms before and after the branch, and on the branch's last linear layer.
+    Returns the number of links."""
+
+    def ssf_of(layer: nn.Module | None) -> ScaleShift | None:
+        module = installed.get(id(_innermost(layer))) if layer is not None else None
+        return module if type(module) is ScaleShift else None
+
+    def norm_ssf(layer: nn.Module | None) -> ScaleShift | None:
+        module = ssf_of(layer)
+        plain_norm = isinstance(layer, nn.LayerNorm) and module is not None
+        return module if plain_norm and module.trailing == 0 else None
+
+    blocks = ctx.spec.blocks
+    exit_site = ctx.spec.tokens.exit if ctx.spec.tokens is not None else None
+    final = None
+    if exit_site is not None and not ctx.spec.tokens.exit_after:
+        final = _innermost(exit_site.module)
+    links = 0
+    for i, block in enumerate(blocks):
+        if not block.plain_residual or block.attention is None or len(block.norms) != 2:
+            continue
+        following = blocks[i + 1] if i + 1 < len(blocks) else None
+        if following is None:
+            after_mlp = norm_ssf(final)
+        elif following.plain_residual and following.stream == block.stream:
+            after_mlp = norm_ssf(following.norms[0])
+        else:
+            after_mlp = None
+        norm1, norm2 = norm_ssf(block.norms[0]), norm_ssf(block.norms[1])
+        for before, branch, after in (
+            (norm1, ssf_of(block.attention.proj.linear), norm2),
+            (norm2, ssf_of(block.fc2.linear), after_mlp),
+        ):
+            if before is None or branch is None or after is None:
+                continue
+            link = ResidualLink()
+            before.opens, branch.branch, after.closes = link, link, link
+            links += 1
+    return links
 
 
 register(

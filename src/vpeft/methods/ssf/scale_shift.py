@@ -18,6 +18,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ...errors import UnsupportedBackboneError
+from .residual import ResidualLink, residual_scale_shift
 
 
 @functools.cache
@@ -35,7 +36,15 @@ class ScaleShift(nn.Module):
 
     With `init_std > 0`, γ ~ N(1, init_std²) and β ~ N(0, init_std²) (the SSF paper uses 0.02).
     `trailing` is the number of axes after the channel axis (0 for (..., C), 2 for (B, C, H, W)).
+
+    Residual links (`vpeft.methods.ssf.residual`, set by the installer on plain pre-norm
+    blocks): a norm's SSF `opens` the link of the branch after it and `closes` the link of the
+    branch before it; a branch's last linear layer's SSF is the link's `branch`.
     """
+
+    opens: ResidualLink | None = None
+    closes: ResidualLink | None = None
+    branch: ResidualLink | None = None
 
     def __init__(self, channels: int, trailing: int = 0, init_std: float = 0.0) -> None:
         super().__init__()
@@ -49,6 +58,10 @@ class ScaleShift(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         scale, shift = self.scale.to(y.dtype), self.shift.to(y.dtype)
+        if self.branch is not None and self.trailing == 0:
+            z = residual_scale_shift(self.branch, y, scale, shift)
+            if z is not None:
+                return z
         return ScaleShiftFunction.apply(y, scale, shift, self.trailing)
 
     def fused_forward(
@@ -59,6 +72,12 @@ class ScaleShift(nn.Module):
         statistics); the chain rule gives dγ = dw'·w + db'·b and dβ = db'."""
         if not isinstance(base, nn.LayerNorm) or base.weight is None or base.bias is None:
             return None
+        if torch.is_grad_enabled():
+            stream = x
+            if self.closes is not None:
+                x = self.closes.close(x)
+            if self.opens is not None:
+                self.opens.open(stream)
         weight, bias = base.weight, base.bias
         scale, shift = self.scale.to(weight.dtype), self.shift.to(bias.dtype)
         folded = {"weight": weight * scale, "bias": bias * scale + shift}

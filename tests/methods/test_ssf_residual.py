@@ -1,0 +1,127 @@
+"""SSF on the attention projection and fc2 recovers its output from the residual sums.
+
+The stored-output path (`ScaleShiftFunction`) is the reference: same outputs and gradients of
+every SSF parameter and of the input (float64; the recovery s' − s differs from z only by the
+rounding of the add), exactly one (B, N, D) storage fewer per link, no more saved bytes than
+LoRA, and a clear error when the residual add is not what the backbone description promised.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+from timm.layers import LayerScale
+
+from tests.helpers import BACKBONES, images
+from tests.methods import checks
+from vpeft.analysis import saved_activation_bytes
+from vpeft.errors import UnsupportedBackboneError
+from vpeft.methods.ssf.scale_shift import ScaleShift
+
+DEPTH = 3
+
+
+def _vit(seed: int = 0, **kw: object) -> torch.nn.Module:
+    return BACKBONES["vit"](seed, depth=DEPTH, **kw)
+
+
+def _ssf(**kw: object):
+    pm = checks.build("ssf", _vit, init_std=0.2, **kw)
+    checks.perturb_trainables(pm, std=0.1)
+    return pm.train()
+
+
+def _links(pm) -> list:
+    return [m.branch for m in pm.modules() if isinstance(m, ScaleShift) and m.branch is not None]
+
+
+def _unlinked(pm):
+    """A copy that keeps every branch output (the pre-link implementation)."""
+    plain = copy.deepcopy(pm)
+    for m in plain.modules():
+        if isinstance(m, ScaleShift):
+            m.opens = m.closes = m.branch = None
+    return plain
+
+
+def _outputs_and_grads(pm, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    pm.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    out = pm(x)
+    (out.square().sum() + out.sum()).backward()
+    grads = {f"grad:{n}": p.grad.clone() for n, p in pm.trainable_parameters().items()}
+    return {"out": out.detach(), "grad:x": x.grad.clone(), **grads}
+
+
+def test_every_attention_and_mlp_branch_is_linked() -> None:
+    assert len(_links(_ssf())) == 2 * DEPTH  # proj and fc2 of every block (final norm closes)
+
+
+def test_linked_gradients_equal_the_stored_output_path() -> None:
+    pm = _ssf().to(torch.float64)
+    reference = _unlinked(pm)
+    x = images().double()
+    linked, stored = _outputs_and_grads(pm, x), _outputs_and_grads(reference, x)
+    assert linked.keys() == stored.keys()
+    for key in linked:
+        torch.testing.assert_close(linked[key], stored[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_float32_gradients_match_to_rounding() -> None:
+    pm = _ssf()
+    x = images()
+    linked, stored = _outputs_and_grads(pm, x), _outputs_and_grads(_unlinked(pm), x)
+    for key in linked:
+        torch.testing.assert_close(linked[key], stored[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_each_link_saves_one_stream_width_fewer_and_ssf_saves_less_than_lora() -> None:
+    x = images(4)
+    pm = _ssf()
+    tokens = (32 // 8) ** 2 + 1  # patches + class token
+    width = pm.spec.embed_dim
+    one_storage = x.shape[0] * tokens * width * 4  # (B, N, D) in float32
+    linked, stored = saved_activation_bytes(pm, x), saved_activation_bytes(_unlinked(pm), x)
+    assert stored - linked == len(_links(pm)) * one_storage
+    lora = checks.build("lora", _vit).train()
+    assert linked < saved_activation_bytes(lora, x)
+
+
+def test_no_link_where_drop_path_sits_between() -> None:
+    """Stochastic depth grows linearly from 0: block 0 has no drop-path, so only its attention
+    branch is linked (its MLP output flows into block 1, whose norm sits after a drop-path)."""
+    pm = checks.build("ssf", functools.partial(_vit, drop_path_rate=0.1)).train()
+    assert len(_links(pm)) == 1
+    pm(images()).sum().backward()  # linked and stored-output paths train side by side
+
+
+def test_a_changed_residual_add_is_refused() -> None:
+    pm = _ssf()
+    block = pm.spec.blocks[1].module
+    block.ls1 = LayerScale(pm.spec.embed_dim, init_values=0.5)  # after install: not described
+    with pytest.raises(UnsupportedBackboneError, match="residual"):
+        pm(images())
+
+
+def test_links_hold_no_tensor_after_a_forward() -> None:
+    pm = _ssf()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            pm(images())
+        for link in _links(pm):
+            assert link.before is None
+            assert link.pending is None
+
+
+def test_deep_copy_keeps_working_links() -> None:
+    pm = _ssf().to(torch.float64)
+    twin = copy.deepcopy(pm)
+    assert len(_links(twin)) == 2 * DEPTH
+    assert not {id(link) for link in _links(twin)} & {id(link) for link in _links(pm)}
+    x = images().double()
+    a, b = _outputs_and_grads(pm, x), _outputs_and_grads(twin, x)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
