@@ -21,6 +21,7 @@ import vpeft
 from tests.helpers import BACKBONES, images
 from tests.methods import checks
 from tests.spt.helpers import crafted_plan
+from vpeft.core.structure import plain_structure
 from vpeft.methods.spt import SparseDelta, SparseLinearDelta
 from vpeft.methods.spt.structured import SptLora
 
@@ -166,3 +167,16 @@ def test_file_saved_while_folded_holds_the_adapter(tmp_path) -> None:
     loaded = vpeft.load(tmp_path / "spt.safetensors", base=BACKBONES["vit"](0)).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_structure_runs_the_unfolded_backbone() -> None:
+    """The disable-adapters context swaps wrappers out; it must not run folded weights."""
+    pm, never = _build("lora").eval(), _build("lora").eval()
+    x = images()
+    with torch.no_grad():
+        pm(x)  # folds
+        with plain_structure(pm.model):
+            plain = pm.model(x)
+        with plain_structure(never.model):
+            expected = never.model(x)
+    torch.testing.assert_close(plain, expected, rtol=0, atol=0)

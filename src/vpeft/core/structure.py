@@ -3,8 +3,9 @@
 `plain_structure` puts every wrapped backbone module (`ForwardsToWrapped`: `AdaptedLayer`,
 prompt insertion/removal, extended attention, taps) back into its slot, so the backbone runs as
 it was given (the disable-adapters context); `slot_swaps` puts given modules into given slots
-(merged layers of one named adapter) and restores the originals. Neither touches a parameter,
-so restoring is bit-exact by construction.
+(merged layers of one named adapter) and restores the originals. Neither touches a parameter
+(pieces folded into the frozen weights for eval, `EvalFold`, are unfolded first: they restore
+their saved originals), so restoring is bit-exact by construction.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from .eval_fold import EvalFold
 from .forwarding import ForwardsToWrapped
 
 Slot = tuple[nn.Module, str]
@@ -55,6 +57,9 @@ def apply_swaps(swaps: list[tuple[Slot, nn.Module]]) -> list[tuple[Slot, nn.Modu
 @contextmanager
 def plain_structure(root: nn.Module) -> Iterator[None]:
     """Run the body with every wrapper under `root` replaced by the module it wraps."""
+    for module in root.modules():
+        if isinstance(module, EvalFold):
+            module.unfold()  # the plain modules must not run with folded weights
     undo = apply_swaps(plain_swaps(root))
     try:
         yield
