@@ -39,6 +39,11 @@ class SsfConfig(MethodConfig):
     convs: Literal["patch_embed", "all"] = option(
         "patch_embed", "which Conv2d layers get SSF: the patch embedding only, or all"
     )
+    residual_links: bool = option(
+        True,
+        "recover the attention-projection and fc2 SSF outputs from the residual sums the "
+        "norms keep (less activation memory, same gradients to rounding); false: keep them",
+    )
 
     def validate(self) -> None:
         self._require(self.init_std >= 0, f"init_std must be >= 0, got {self.init_std}")
@@ -89,18 +94,22 @@ def ssf_targets(ctx: InstallContext, convs: str) -> list[tuple[nn.Module, str, n
 
 def install_ssf(ctx: InstallContext, cfg: SsfConfig) -> None:
     """Attach one `ScaleShift` after each target layer (sequential, so it merges)."""
-    installed: dict[int, nn.Module] = {}
+    installed: dict[int, tuple[AdaptedLayer, nn.Module]] = {}
     for parent, attr, layer in ssf_targets(ctx, cfg.convs):
         channels, trailing = channel_layout(layer)
         ref = layer.weight
         module = ctx.module(ScaleShift, channels, trailing, cfg.init_std, like=ref)
-        AdaptedLayer.wrap(parent, attr).add_sequential("ssf", module)
+        wrapper = AdaptedLayer.wrap(parent, attr)
+        wrapper.add_sequential("ssf", module)
         ctx.train(module)
-        installed[id(layer)] = module
-    link_residual_branches(ctx, installed)
+        installed[id(layer)] = (wrapper, module)
+    if cfg.residual_links:
+        link_residual_branches(ctx, installed)
 
 
-def link_residual_branches(ctx: InstallContext, installed: dict[int, nn.Module]) -> int:
+def link_residual_branches(
+    ctx: InstallContext, installed: dict[int, tuple[AdaptedLayer, nn.Module]]
+) -> int:
     """Tie the SSF modules of every `plain_residual` block with `ResidualLink`s, so the
     attention projection's and fc2's scale-and-shift keep no output of their own (see
     `vpeft.methods.ssf.residual`). A link needs plain `ScaleShift`s (not per-task copies) on
@@ -108,13 +117,16 @@ def link_residual_branches(ctx: InstallContext, installed: dict[int, nn.Module])
     Returns the number of links."""
 
     def ssf_of(layer: nn.Module | None) -> ScaleShift | None:
-        module = installed.get(id(_innermost(layer))) if layer is not None else None
-        return module if type(module) is ScaleShift else None
+        entry = installed.get(id(_innermost(layer))) if layer is not None else None
+        return entry[1] if entry is not None and type(entry[1]) is ScaleShift else None
 
     def norm_ssf(layer: nn.Module | None) -> ScaleShift | None:
         module = ssf_of(layer)
-        plain_norm = isinstance(layer, nn.LayerNorm) and module is not None
+        plain_norm = isinstance(_innermost(layer), nn.LayerNorm) and module is not None
         return module if plain_norm and module.trailing == 0 else None
+
+    def wrapper_of(module: ScaleShift) -> AdaptedLayer:
+        return next(w for w, m in installed.values() if m is module)
 
     blocks = ctx.spec.blocks
     exit_site = ctx.spec.tokens.exit if ctx.spec.tokens is not None else None
@@ -139,7 +151,7 @@ def link_residual_branches(ctx: InstallContext, installed: dict[int, nn.Module])
         ):
             if before is None or branch is None or after is None:
                 continue
-            link = ResidualLink()
+            link = ResidualLink(wrapper_of(after), after)
             before.opens, branch.branch, after.closes = link, link, link
             links += 1
     return links
