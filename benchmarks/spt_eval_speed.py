@@ -1,6 +1,7 @@
 """SPT eval speed: sparse deltas and LoRA pairs folded into the weights (default), sparse deltas
-only folded (LoRA branches run), nothing folded, against the plain backbone — no-grad forwards,
-interleaved, median of rounds (ratios only).
+only folded (LoRA branches run), nothing folded, against the plain backbone and the merged model
+(the same computation as the plain one: the noise floor) — no-grad forwards, interleaved, median
+of rounds (ratios only).
 
     .venv/bin/python benchmarks/spt_eval_speed.py --backbone vit_small_patch16_224 \
         --img-size 96 --batch 8 --budget 0.4M --threads 1
@@ -65,8 +66,10 @@ def main() -> None:
         return lambda: model(x)
 
     sparse = (SparseDelta, SparseLinearDelta)
-    runs = {"plain backbone": lambda: plain(x), "spt-lora folded": spt((*sparse, SptLora)),
-            "spt-lora sparse only": spt(sparse), "spt-lora unfolded": spt(())}  # fmt: skip
+    merged = copy.deepcopy(pm).merge().eval()  # the plain model with W + Δ: a noise reference
+    runs = {"plain backbone": lambda: plain(x), "spt-lora merged": lambda: merged(x),
+            "spt-lora folded": spt((*sparse, SptLora)), "spt-lora sparse only": spt(sparse),
+            "spt-lora unfolded": spt(())}  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in runs}
     with torch.no_grad():
         for fn in runs.values():
