@@ -174,3 +174,21 @@ def test_activation_checkpointing_gives_the_same_gradients(reentrant: bool) -> N
 def test_residual_links_can_be_turned_off() -> None:
     pm = checks.build("ssf", _vit, residual_links=False)
     assert _links(pm) == []
+
+
+def test_a_retained_graph_backs_up_twice() -> None:
+    """The tap hands s' over again in every backward through a retained graph."""
+    pm = _ssf().to(torch.float64)
+    reference = _unlinked(pm)
+    x = images().double()
+
+    def twice(model) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        out.sum().backward(retain_graph=True)
+        out.square().sum().backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    linked, stored = twice(pm), twice(reference)
+    for key in linked:
+        torch.testing.assert_close(linked[key], stored[key], rtol=1e-10, atol=1e-12, msg=key)
