@@ -176,6 +176,43 @@ def test_vilt_trains_class_token_and_modality_embedding() -> None:
     assert not off.model.backbone.embeddings.cls_token.requires_grad
 
 
+def test_weight_decay_follows_the_papers_adamw() -> None:
+    """The paper trains APT with the task's default AdamW (weight decay 0.01 on every weight but
+    biases and norms): P, W1, W2 (W_p) decay through the optimiser's structural rule, the scalar
+    s does not; ViLT's modality-type embedding decays, its declared class token does not."""
+    from vpeft.train.optim import build_optimizer, decay_decisions, param_groups
+
+    d, p, r, layers = 32, 5, 2, 2
+    for transform, decayed_per_module in (("lowrank", p * d + 2 * d * r), ("dense", p * d + d * d)):
+        pm = vpeft.apply(hf_vilt(0), "apt", num_classes=2, key_transform=transform, **SMALL)
+        emb = pm.model.backbone.embeddings
+        decision = {id(pm.get_parameter(x.name)): x.decay for x in decay_decisions(pm)}
+        for m in apt_modules(pm):
+            weights = [m.prompts] + ([m.down, m.up] if transform == "lowrank" else [m.key_weight])
+            assert all(decision[id(w)] for w in weights)
+            assert decision[id(m.log_scale)] is False
+        assert decision[id(emb.token_type_embeddings.weight)] is True
+        assert decision[id(emb.cls_token)] is False
+        groups = param_groups(pm, 0.01)
+        decayed = sum(q.numel() for g in groups if g["weight_decay"] > 0 for q in g["params"])
+        head = sum(q.numel() for q in pm.head.parameters() if q.ndim == 2)
+        assert decayed == layers * decayed_per_module + 2 * d + head
+
+    # one AdamW step with zero gradients is pure decoupled decay: θ ← θ·(1 − lr·λ)
+    pm = vpeft.apply(hf_vilt(0), "apt", num_classes=2, **SMALL)
+    perturb_trainables(pm, std=0.3)
+    apt = apt_modules(pm)[0]
+    before = {n: t.detach().clone() for n, t in apt.named_parameters()}
+    opt = build_optimizer("adamw", param_groups(pm, 0.01), lr=0.5)
+    for q in pm.parameters():
+        if q.requires_grad:
+            q.grad = torch.zeros_like(q)
+    opt.step()
+    for name in ("prompts", "down", "up"):
+        torch.testing.assert_close(getattr(apt, name).detach(), before[name] * (1 - 0.5 * 0.01))
+    assert torch.equal(apt.log_scale.detach(), before["log_scale"])
+
+
 # -- placement --------------------------------------------------------------------------------
 def test_placement_per_backbone() -> None:
     vilt = vpeft.apply(hf_vilt(0), "apt", num_classes=2, **SMALL)
