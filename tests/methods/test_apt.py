@@ -145,6 +145,56 @@ def test_alpha_is_a_constant_for_the_gradient() -> None:
     assert not torch.allclose(grad, grad_through_max)
 
 
+@pytest.mark.parametrize("key_transform", ["lowrank", "identity", "dense"])
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_lean_function_equals_plain_autograd(key_transform: str, learn_scale: bool) -> None:
+    """`ApproximatedPromptsFunction` (the forward) against `reference` (plain autograd, alpha
+    detached) in float64: the same output bit for bit, the same gradients of X, SA, s, P, W."""
+    torch.manual_seed(0)
+    apt = ApproximatedPrompts(16, 6, rank=3, key_transform=key_transform, learn_scale=learn_scale)
+    apt = apt.double()
+    with torch.no_grad():  # s ≠ 0; prompts large enough for both ReLU branches
+        for q in apt.parameters():
+            q.normal_(0, 0.5)
+        apt.log_scale.fill_(0.3)
+    x = torch.randn(2, 9, 16, dtype=torch.float64, requires_grad=True)
+    sa = torch.randn(2, 9, 16, dtype=torch.float64, requires_grad=True)
+    scores = x @ apt.keys().T
+    assert (scores > 0).any() and (scores < 0).any()
+    inputs = [x, sa, *(q for q in apt.parameters())]
+    w = torch.randn(2, 9, 16, dtype=torch.float64)
+    lean, plain = apt(x, sa), apt.reference(x, sa)
+    assert torch.equal(lean, plain)
+    lean_grads = torch.autograd.grad((lean * w).sum(), inputs)
+    plain_grads = torch.autograd.grad((plain * w).sum(), inputs)
+    names = ["X", "SA", *(n for n, _ in apt.named_parameters())]
+    assert len(names) == 2 + 1 + len(apt.key_weights()) + learn_scale
+    for name, a, b in zip(names, lean_grads, plain_grads, strict=True):
+        assert a.abs().sum() > 0, name
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_lean_function_saves_x_alpha_and_z_only(learn_scale: bool) -> None:
+    """Saved for backward, per call: X (B·N·d), alpha (B·N) and, when s trains, Z (B·N·d) —
+    not A (B·N·p) nor P_k (p·d), which the backward recomputes; plain autograd saves all."""
+    from vpeft.analysis.memory import SavedTensorCounter
+
+    b, n, d, p = 2, 7, 16, 40
+    apt = ApproximatedPrompts(d, p, rank=2, learn_scale=learn_scale)
+    x = torch.randn(b, n, d, requires_grad=True)
+    sa = torch.randn(b, n, d, requires_grad=True)
+    with SavedTensorCounter(exclude=[x, sa, *apt.parameters(), *apt.buffers()]) as lean:
+        apt(x, sa)
+    assert lean.bytes == 4 * (b * n + (b * n * d if learn_scale else 0))  # alpha (+ Z)
+    with SavedTensorCounter(exclude=[*apt.parameters(), *apt.buffers()]) as lean_x:
+        apt(x * 1.0, sa)
+    assert lean_x.bytes - lean.bytes == 4 * b * n * d  # X, when it is an activation
+    with SavedTensorCounter(exclude=[x, sa, *apt.parameters(), *apt.buffers()]) as plain:
+        apt.reference(x, sa)
+    assert plain.bytes >= lean.bytes + 4 * (b * n * p + p * d)
+
+
 def test_key_transforms_and_closed_form_counts() -> None:
     d, p, r = 32, 5, 2
     layers = 2

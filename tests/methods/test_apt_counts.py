@@ -57,9 +57,16 @@ def test_cli_params_json() -> None:
 def vilt_profiles() -> dict[str, object]:
     """One profiled training step (batch 1) of ViLT-B/32 per method."""
     out = {}
-    for method in ("linear", "apt", "deep-prompt-kv", "deep-prompt-concat"):
-        pm = vpeft.apply(vpeft.create_backbone(VILT, img_size=VILT_IMG), method, num_classes=2)
-        out[method] = profile_model(pm, batch=1, steps=1, warmup=0)
+    for name, method, opts in (
+        ("linear", "linear", {}),
+        ("apt", "apt", {}),
+        ("apt-fixed-s", "apt", {"learn_scale": False}),
+        ("deep-prompt-kv", "deep-prompt-kv", {}),
+        ("deep-prompt-concat", "deep-prompt-concat", {}),
+    ):
+        backbone = vpeft.create_backbone(VILT, img_size=VILT_IMG)
+        pm = vpeft.apply(backbone, method, num_classes=2, **opts)
+        out[name] = profile_model(pm, batch=1, steps=1, warmup=0)
     return out
 
 
@@ -79,12 +86,17 @@ def test_extra_macs_are_the_papers(vilt_profiles) -> None:
 
 
 def test_training_activation_memory(vilt_profiles) -> None:
-    """Saved activations of one training step. APT keeps no enlarged attention map, but the
-    plain ViLT layer's own eager attention dominates both, so against the key/value deep
-    prompt APT saves ~8% (issue target 0.8× not reached, see docs/methods/apt.md); against
-    the concatenating variant it saves ~45%."""
+    """Saved activations of one training step (batch 1, N = 241; per-tensor breakdown in
+    docs/methods/apt.md). APT's own function keeps X and alpha, and Z only for the gradient of a
+    learnable s: 12·(2·N·d + N) floats over the frozen layers' own saved tensors, which dominate
+    (ViLT's eager attention probabilities, the MLP's GELU input). The issue's 0.8× of the
+    key/value deep prompt is reached with s fixed (0.796×), not with the paper's learnable s
+    (0.854×); against the concatenating variant APT needs about half."""
     apt = vilt_profiles["apt"].saved_activation_bytes
+    fixed = vilt_profiles["apt-fixed-s"].saved_activation_bytes
     kv = vilt_profiles["deep-prompt-kv"].saved_activation_bytes
     concat = vilt_profiles["deep-prompt-concat"].saved_activation_bytes
-    assert apt <= 0.93 * kv
-    assert apt <= 0.6 * concat
+    assert apt - fixed == 12 * N * 768 * 4  # Z, one (N, d) float32 tensor per layer
+    assert apt <= 0.855 * kv
+    assert fixed <= 0.80 * kv
+    assert apt <= 0.52 * concat

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.forwarding import ForwardsToWrapped
+from .function import approximated_prompts, prompt_keys
 
 KeyTransform = Literal["lowrank", "identity", "dense"]
 KEY_TRANSFORMS: tuple[str, ...] = ("lowrank", "identity", "dense")
@@ -60,16 +61,20 @@ class ApproximatedPrompts(nn.Module):
             self.log_scale = nn.Parameter(scale)
         else:
             self.register_buffer("log_scale", scale)
+        self.attn_dropout = attn_dropout
         self.dropout = nn.Dropout(attn_dropout) if attn_dropout > 0 else nn.Identity()
+
+    def key_weights(self) -> list[torch.Tensor]:
+        """W1, W2 (lowrank), W_p (dense) or nothing (identity)."""
+        if self.key_transform == "lowrank":
+            return [self.down, self.up]
+        if self.key_transform == "dense":
+            return [self.key_weight]
+        return []
 
     def keys(self) -> torch.Tensor:
         """P_k (p, d) from the raw prompts (Eq. 9 / 11)."""
-        p = self.prompts
-        if self.key_transform == "lowrank":
-            return p + (p @ self.down) @ self.up
-        if self.key_transform == "dense":
-            return p + p @ self.key_weight
-        return p
+        return prompt_keys(self.key_transform, self.prompts, self.key_weights())
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """ΔX = alpha · (ReLU(X P_kᵀ) @ P), alpha = max over prompts, detached (Eq. 12–13)."""
@@ -78,9 +83,19 @@ class ApproximatedPrompts(nn.Module):
         alpha = attn.amax(dim=-1, keepdim=True).detach()
         return alpha * (self.dropout(attn) @ self.prompts.to(x.dtype))
 
-    def forward(self, x: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
-        """exp(s) · (SA(X) + ΔX) (Eq. 14)."""
+    def reference(self, x: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
+        """exp(s) · (SA(X) + ΔX) (Eq. 14) through plain autograd (saves X, A, P_k and Z)."""
         return torch.exp(self.log_scale).to(sa.dtype) * (sa + self.delta(x))
+
+    def forward(self, x: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
+        """exp(s) · (SA(X) + ΔX) (Eq. 14); the same values as `reference`, through
+        `ApproximatedPromptsFunction`, which saves only X, alpha and Z for the backward. Attention
+        dropout during training draws a mask the function does not model: `reference` then."""
+        if self.training and self.attn_dropout > 0:
+            return self.reference(x, sa)
+        return approximated_prompts(
+            x, sa, self.log_scale, self.prompts, self.key_transform, self.key_weights()
+        )
 
     def extra_repr(self) -> str:
         p, d = self.prompts.shape
