@@ -305,12 +305,63 @@ class ViltAttentionOps(SeparateProjectionOps):
         return (self.attend_extra(x, k_extra, v_extra, attention_mask),)
 
 
+class BertAttentionOps(SeparateProjectionOps):
+    """transformers' BERT-style `*Attention` (BridgeTower's text and fusion layers): a `self`
+    module with `query`/`key`/`value` and a `*SelfOutput` (dense → dropout → LayerNorm of the
+    residual sum). Its forward takes ``(hidden_states, attention_mask, encoder_hidden_states,
+    encoder_attention_mask, …)`` and returns ``(output, weights)``; in a cross-attention the
+    keys/values come from ``encoder_hidden_states`` under ``encoder_attention_mask``.
+
+    Eager softmax attention, as the model's own layers run here (`attn_implementation="eager"`):
+    with no extra keys the result is bit-identical to the module's forward."""
+
+    def forward_extra_kv(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: object | None = None,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, None]:
+        """softmax(q [K_e; K]ᵀ·scale + [0 | mask]) [V_e; V], then the module's `*SelfOutput`
+        with the residual `x`; the extra keys/values are visible to every query."""
+        if cache is not None:
+            raise UnsupportedBackboneError(
+                "extra keys/values (prompts) with a key/value cache (generation) are not supported"
+            )
+        cross = self.spec.cross
+        source = encoder_hidden_states if cross else x
+        if source is None:
+            raise UnsupportedBackboneError(
+                "a cross-attention with extra keys/values needs encoder_hidden_states"
+            )
+        s = self.spec
+        q = split_heads(s.q.module(x), s.num_heads)
+        k, v = (split_heads(slot.module(source), s.num_heads) for slot in (s.k, s.v))
+        bias = pad_key_columns(
+            encoder_attention_mask if cross else attention_mask, k_extra.shape[2]
+        )
+        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        scores = torch.matmul(q, k.transpose(2, 3)) * self.scale
+        if bias is not None and bias.dtype == torch.bool:  # True = may attend
+            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
+        elif bias is not None:
+            scores = scores + bias
+        probs = F.dropout(F.softmax(scores, dim=-1), self.dropout_p(), self.module.training)
+        o = torch.matmul(probs, v)
+        return self.module.output(merge_heads(o), x), None
+
+
 _OPS: dict[str, type[AttentionOps]] = {
     "global": AttentionOps,
     "window": WindowAttentionOps,
     "spatial-reduction": SpatialReductionOps,
     "hf-proj": SeparateProjectionOps,
     "hf-vilt": ViltAttentionOps,
+    "hf-bert": BertAttentionOps,
 }
 
 
