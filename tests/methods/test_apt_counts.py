@@ -43,6 +43,11 @@ def test_meter_sized_bridgetower_apt_has_the_papers_3_83m() -> None:
     pm = vpeft.apply(model, "apt", num_classes=2)
     assert apt_params(pm) == (24, 3_833_880)
     assert pm.summary().trainable_encoder == 3_833_880
+    # the deep prompt at the same 24 sites: 24·200·768, the paper's 3.68M
+    deep = vpeft.apply(
+        vpeft.create_backbone("hf:BridgeTowerModel"), "deep-prompt-kv", num_classes=2
+    )
+    assert deep.summary().trainable_encoder == 3_686_400
 
 
 def test_cli_params_json() -> None:

@@ -12,7 +12,9 @@ X is the attention sub-layer's input (the LN1 output of a pre-norm block, the qu
 stream of a cross-attention) and SA(X) its output after the output projection. The module sits
 on the output projection as a sequential piece of an `AdaptedLayer` (before any dropout and
 residual add); `AttentionInputTap` on the attention module records X for it. Both run in the
-same forward of the same attention, input first.
+same forward of the same attention, input first. The forward runs through
+`function.ApproximatedPromptsFunction`, which saves only X, alpha and (when s trains) SA + ΔX
+for the backward; `reference` is the same maths through plain autograd.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@
   (the output projection and the MLP also run on the prompts).
 
 Init uniform(−v, v), v = √(6/(3·patch² + d)) (VPT's); not an identity at init (the prompts take
-attention mass); not mergeable. Trainable: L·p·d (ViLT-B/32, p = 200: 1,843,200 — the
-paper's 1.84M).
+attention mass); not mergeable. Trainable: p·d per prompted attention — ViLT-B/32, p = 200:
+12·p·d = 1,843,200 (the paper's 1.84M); METER-sized BridgeTower: 24·p·d = 3,686,400 (3.68M).
 """
 
 from __future__ import annotations
