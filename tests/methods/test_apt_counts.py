@@ -105,3 +105,27 @@ def test_training_activation_memory(vilt_profiles) -> None:
     assert apt <= 0.855 * kv
     assert fixed <= 0.80 * kv
     assert apt <= 0.52 * concat
+
+
+#: METER-sized BridgeTower with a small image (16 patches + class token) to keep the test short;
+#: the extra MACs depend on the token counts only through the closed forms below
+METER_SMALL = "hf:BridgeTowerModel:vision_config.image_size=64"
+
+
+def test_meter_extra_macs_closed_form() -> None:
+    """BridgeTower fusion layers (6 + 6, d = 768), p = 200, r = 4, prompts at the 24 self- and
+    cross-attention sites. Per sample, with N_t text and N_i image tokens (each stream's
+    queries see the prompts once in its self- and once in its cross-attention):
+    APT 2·p·d·2(N_t + N_i)·6 + 24·2·p·d·r; deep prompt 2·p·d·2(N_t + N_i)·6 + 24·3·p·d².
+    At the paper's N_t + N_i = 617 (40 + 577, 384² images) these are 2.30 G and 10.77 G
+    (docs/methods/apt.md)."""
+    p, d, r = 200, 768, 4
+    tokens = 40 + (64 // 16) ** 2 + 1
+    flops = {}
+    for method in ("linear", "apt", "deep-prompt-kv"):
+        pm = vpeft.apply(vpeft.create_backbone(METER_SMALL), method, num_classes=2)
+        flops[method] = profile_model(pm, batch=1, img_size=64, steps=1, warmup=0).forward_flops
+    extra = {m: (flops[m] - flops["linear"]) // 2 for m in ("apt", "deep-prompt-kv")}
+    attend = 2 * p * d * 2 * tokens * 6
+    assert extra["apt"] == attend + 24 * 2 * p * d * r
+    assert extra["deep-prompt-kv"] == attend + 24 * 3 * p * d * d
