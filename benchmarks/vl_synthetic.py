@@ -135,6 +135,8 @@ def run_one(task_name: str, method: str, seed: int, args: argparse.Namespace) ->
                      **opts)  # fmt: skip
     row: dict[str, Any] = {"task": task_name, "method": method, "seed": seed,
                            **pm.summary().as_dict()}  # fmt: skip
+    if args.opt and _options(args.opt, method):
+        row["options"] = _options(args.opt, method)  # the --opt values (not the derived ones)
     batch = default_collate([train_set[i] for i in range(min(8, len(train_set)))])
     if method != "zero-shot":  # nothing trains: no training step to profile
         row.update(_profile(pm, batch, task))
