@@ -13,6 +13,8 @@ Because `qkv` goes through whatever wrapper is installed (e.g. LoRA), methods co
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -275,6 +277,19 @@ class ViltAttentionOps(SeparateProjectionOps):
     memory and numerics of prompt methods compare with the plain layer's (a fused kernel would
     make the prompted layer cheaper than the plain one)."""
 
+    def probabilities(
+        self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """dropout(softmax(q kᵀ / √d_h + bias)) as `ViltSelfAttention` computes it (eager, the
+        same division, its own dropout module): bit-identical to the plain layer without extra
+        keys."""
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.spec.head_dim)
+        if bias is not None and bias.dtype == torch.bool:  # True = may attend
+            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
+        elif bias is not None:
+            scores = scores + bias
+        return self.module.attention.dropout(torch.softmax(scores, dim=-1))
+
     def attend_extra(
         self,
         x: torch.Tensor,
@@ -283,16 +298,22 @@ class ViltAttentionOps(SeparateProjectionOps):
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         q, k, v, bias = self.extended_qkv(x, k_extra, v_extra, attention_mask)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-        if bias is not None and bias.dtype == torch.bool:  # True = may attend
-            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
-        elif bias is not None:
-            scores = scores + bias
-        probs = self.module.attention.dropout(torch.softmax(scores, dim=-1))
-        return self.output(torch.matmul(probs, v))
+        return self.output(torch.matmul(self.probabilities(q, k, bias), v))
+
+    def context_factors(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain attention's probabilities (B, H, N, N) and values (B, H, N, d): its context
+        (the output projection's input) is ``merge_heads(probs @ v)``."""
+        q, k, v = self.qkv(x)
+        return self.probabilities(q, k, attention_mask), v
+
+    def project(self, context: torch.Tensor) -> torch.Tensor:
+        """Output projection (+ its dropout) of the merged context (B, N, H·d)."""
+        return self.module.output.dropout(self.spec.proj.module(context))
 
     def output(self, o: torch.Tensor) -> torch.Tensor:
-        return self.module.output.dropout(self.spec.proj.module(merge_heads(o)))
+        return self.project(merge_heads(o))
 
     def forward_extra_kv(  # type: ignore[override]
         self,

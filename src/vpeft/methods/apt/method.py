@@ -34,7 +34,7 @@ from ...core.context import InstallContext
 from ...core.registry import MethodInfo, register
 from ...core.wrapper import AdaptedLayer
 from ...errors import UnsupportedBackboneError
-from .layer import KEY_TRANSFORMS, ApproximatedPrompts, AttentionInputTap, TappedApt
+from .layer import KEY_TRANSFORMS, ApproximatedPrompts, TappedApt, tap_attention
 
 PLACEMENTS = ("auto", "self", "cross", "both")
 #: family -> (streams of the adapted blocks (None: all), attention kinds) for placement="auto"
@@ -106,7 +106,7 @@ def install_apt(ctx: InstallContext, cfg: AptConfig) -> None:
     attention's input through an `AttentionInputTap`."""
     for attention in apt_sites(ctx, cfg.placement):
         out = attention.output_site
-        tap = AttentionInputTap.wrap(attention.parent, attention.attr)
+        tap = tap_attention(attention)
         apt = ctx.module(
             ApproximatedPrompts,
             attention.proj.out_features,
