@@ -1,7 +1,7 @@
 """Which tensors one training forward saves for the backward, grouped by the source line that
 saved them (one count per storage, parameters and buffers excluded, as `SavedTensorCounter`).
 
-Deterministic on CPU; batch 1 of the backbone's example inputs (ViLT: 40 text tokens + the
+Deterministic on CPU; a batch (`--batch`, default 1) of the backbone's example inputs (ViLT: 40 text tokens + the
 image class token + the sampled patches). Options of a method go after a colon.
 
     python benchmarks/saved_tensor_breakdown.py --backbone hf:ViltModel:max_image_length=200 \
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="hf:ViltModel:max_image_length=200")
     parser.add_argument("--img-size", type=int, default=480)
     parser.add_argument("--methods", default="apt,apt:learn_scale=false,deep-prompt-kv")
+    parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
     for text in args.methods.split(","):
         name, _, rest = text.partition(":")
@@ -70,7 +71,7 @@ def main() -> None:
         torch.manual_seed(0)
         backbone = vpeft.create_backbone(args.backbone, img_size=args.img_size)
         pm = vpeft.apply(backbone, name, num_classes=2, **options).train()
-        inputs = pm.spec.example_inputs(1, args.img_size, torch.Generator().manual_seed(0))
+        inputs = pm.spec.example_inputs(args.batch, args.img_size, torch.Generator().manual_seed(0))
         torch.manual_seed(0)  # ViLT samples its patches
         rows = breakdown(pm, inputs)
         total = sum(b for b, _ in rows.values())

@@ -181,6 +181,10 @@ class FactoredAttentionTap(AttentionInputTap):
         """`ViltAttention`'s forward: (output,) or (output, probs)."""
         self.last = hidden_states
         probs, values = self.ops.context_factors(hidden_states, attention_mask)
+        # matmul folds (B, H) into one batch axis; with B > 1 the head-split V (a view) cannot
+        # be folded in place, so matmul would save a private copy and APT's function, keeping V,
+        # a second storage: made contiguous here, both keep this one tensor
+        values = values.contiguous()
         context = merge_heads(torch.matmul(probs, values))
         self.factors = (context, probs, values)
         try:
