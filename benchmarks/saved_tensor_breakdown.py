@@ -1,8 +1,9 @@
 """Which tensors one training forward saves for the backward, grouped by the source line that
 saved them (one count per storage, parameters and buffers excluded, as `SavedTensorCounter`).
 
-Deterministic on CPU; a batch (`--batch`, default 1) of the backbone's example inputs (ViLT: 40 text tokens + the
-image class token + the sampled patches). Options of a method go after a colon.
+Deterministic on CPU; a batch (`--batch`, default 1) of the backbone's example inputs (ViLT:
+40 text tokens + the image class token + the sampled patches). Options of a method go after a
+colon.
 
     python benchmarks/saved_tensor_breakdown.py --backbone hf:ViltModel:max_image_length=200 \
         --img-size 480 --methods apt,apt:learn_scale=false,deep-prompt-kv
