@@ -234,9 +234,7 @@ class TappedApt(nn.Module):
         attention kinds, a wrapped projection, or per-task copies routing a mixed batch."""
         factors = getattr(self.tap, "factors", None)
         run = getattr(self.apt, "forward_factored", None)  # absent while no single task runs
-        if factors is None or factors[0] is not context or type(base) is not nn.Linear:
-            return None
-        if run is None:
+        if factors is None or factors[0] is not context or type(base) is not nn.Linear or not run:
             return None
         _, probs, values = factors
         return run(self.take_x(), context, probs, values, base)
