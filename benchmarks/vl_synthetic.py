@@ -38,6 +38,8 @@ from vpeft.train import TrainConfig, train
 from vpeft.train.evaluate import evaluate_tasks
 from vpeft.train.rng import seed_everything
 
+#: methods that replace CLIP's classifier by their own prompts over class-name token ids
+CLIP_PROMPT_METHODS = ("coop", "cocoop")
 HEADLINE = {"vqa": "vqa/vqa_score", "nlvr2": "nlvr2/top1", "retrieval": "retrieval/rsum",
             "clip": "clip/top1"}  # fmt: skip
 
@@ -79,6 +81,31 @@ def _options(opts: list[str], method: str) -> dict[str, str]:
     return out
 
 
+def _class_prompt_options(model: Any, class_names: tuple[str, ...]) -> dict[str, Any]:
+    """CoOp / CoCoOp prompts "[ctx] name ." (the task's "a photo of a {}." without its
+    hand-written words): class-name and suffix token ids from the backbone's tokenizer."""
+    from vpeft.backbones.text import tokenizer_for
+
+    tokenizer = tokenizer_for(model)
+    ids = lambda text: tuple(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    return {"class_token_ids": tuple(ids(n) for n in class_names), "suffix_ids": ids(".")}
+
+
+def _with_classes(pm: Any, method: str, class_names: tuple[str, ...], args: Any) -> Any:
+    """`pm` scoring `class_names`: the task's class set replaced (the prompts are the task's),
+    or — CoOp / CoCoOp, whose prompts are built at install — the method re-installed on a fresh
+    backbone for the new names with the trained context (and meta-net) copied over."""
+    task = pm.tasks["clip"].with_classes(class_names)
+    if method not in CLIP_PROMPT_METHODS:
+        pm.tasks["clip"] = task
+        return pm
+    fresh = create_backbone(args.clip)
+    opts = {**_options(args.opt, method), **_class_prompt_options(fresh, class_names)}
+    new = vpeft.apply(fresh, method, tasks=[task], **opts)
+    new.forward_override.load_state_dict(pm.forward_override.state_dict())
+    return new
+
+
 def _profile(pm: Any, batch: dict[str, Any], task: Any) -> dict[str, int]:
     from vpeft.train.batches import model_inputs
 
@@ -101,10 +128,15 @@ def run_one(task_name: str, method: str, seed: int, args: argparse.Namespace) ->
     elif task_name != "clip":
         test_set = _subset(test_set, args.test_size, 0)
     seed_everything(seed)
+    opts = _options(args.opt, method)
+    if method in CLIP_PROMPT_METHODS:
+        opts.update(_class_prompt_options(model, task.class_names))
     pm = vpeft.apply(model, "linear" if method == "zero-shot" else method, tasks=[task],
-                     **_options(args.opt, method))  # fmt: skip
+                     **opts)  # fmt: skip
     row: dict[str, Any] = {"task": task_name, "method": method, "seed": seed,
                            **pm.summary().as_dict()}  # fmt: skip
+    if args.opt and _options(args.opt, method):
+        row["options"] = _options(args.opt, method)  # the --opt values (not the derived ones)
     batch = default_collate([train_set[i] for i in range(min(8, len(train_set)))])
     if method != "zero-shot":  # nothing trains: no training step to profile
         row.update(_profile(pm, batch, task))
@@ -122,9 +154,9 @@ def run_one(task_name: str, method: str, seed: int, args: argparse.Namespace) ->
         row["test"] = {f"{t}/{k}": v for t, s in scores.items() for k, v in s.values.items()}
     row["headline"] = row["test"][HEADLINE[task_name]]
     if task_name == "clip":
-        pm.tasks["clip"] = task.with_classes(new_classes())
+        new_pm = _with_classes(pm, method, tuple(new_classes()), args)
         new_set = vl_data("clip-new", model, ("test",)).splits["test"]
-        scores = evaluate_tasks(pm, new_set, 64, "cpu")
+        scores = evaluate_tasks(new_pm, new_set, 64, "cpu")
         row["base_to_new"] = base_to_new(row["test"]["clip/top1"], scores["clip"].values)
         row["headline"] = row["base_to_new"]["hm"]
     row["train_seconds"] = round(time.time() - start, 1)

@@ -145,6 +145,186 @@ def test_alpha_is_a_constant_for_the_gradient() -> None:
     assert not torch.allclose(grad, grad_through_max)
 
 
+@pytest.mark.parametrize("key_transform", ["lowrank", "identity", "dense"])
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_lean_function_equals_plain_autograd(key_transform: str, learn_scale: bool) -> None:
+    """`ApproximatedPromptsFunction` (the forward) against `reference` (plain autograd, alpha
+    detached) in float64: the same output bit for bit, the same gradients of X, SA, s, P, W."""
+    torch.manual_seed(0)
+    apt = ApproximatedPrompts(16, 6, rank=3, key_transform=key_transform, learn_scale=learn_scale)
+    apt = apt.double()
+    with torch.no_grad():  # s ≠ 0; prompts large enough for both ReLU branches
+        for q in apt.parameters():
+            q.normal_(0, 0.5)
+        apt.log_scale.fill_(0.3)
+    x = torch.randn(2, 9, 16, dtype=torch.float64, requires_grad=True)
+    sa = torch.randn(2, 9, 16, dtype=torch.float64, requires_grad=True)
+    scores = x @ apt.keys().T
+    assert (scores > 0).any() and (scores < 0).any()
+    inputs = [x, sa, *(q for q in apt.parameters())]
+    w = torch.randn(2, 9, 16, dtype=torch.float64)
+    lean, plain = apt(x, sa), apt.reference(x, sa)
+    assert torch.equal(lean, plain)
+    lean_grads = torch.autograd.grad((lean * w).sum(), inputs)
+    plain_grads = torch.autograd.grad((plain * w).sum(), inputs)
+    names = ["X", "SA", *(n for n, _ in apt.named_parameters())]
+    assert len(names) == 2 + 1 + len(apt.key_weights()) + learn_scale
+    for name, a, b in zip(names, lean_grads, plain_grads, strict=True):
+        assert a.abs().sum() > 0, name
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_lean_function_saves_x_alpha_and_z_only(learn_scale: bool) -> None:
+    """Saved for backward, per call: X (B·N·d), alpha (B·N) and, when s trains, Z (B·N·d) —
+    not A (B·N·p) nor P_k (p·d), which the backward recomputes; plain autograd saves all."""
+    from vpeft.analysis.memory import SavedTensorCounter
+
+    b, n, d, p = 2, 7, 16, 40
+    apt = ApproximatedPrompts(d, p, rank=2, learn_scale=learn_scale)
+    x = torch.randn(b, n, d, requires_grad=True)
+    sa = torch.randn(b, n, d, requires_grad=True)
+    with SavedTensorCounter(exclude=[x, sa, *apt.parameters(), *apt.buffers()]) as lean:
+        apt(x, sa)
+    assert lean.bytes == 4 * (b * n + (b * n * d if learn_scale else 0))  # alpha (+ Z)
+    with SavedTensorCounter(exclude=[*apt.parameters(), *apt.buffers()]) as lean_x:
+        apt(x * 1.0, sa)
+    assert lean_x.bytes - lean.bytes == 4 * b * n * d  # X, when it is an activation
+    with SavedTensorCounter(exclude=[x, sa, *apt.parameters(), *apt.buffers()]) as plain:
+        apt.reference(x, sa)
+    assert plain.bytes >= lean.bytes + 4 * (b * n * p + p * d)
+
+
+def factored_inputs(d: int = 16, heads: int = 2, n: int = 9, m: int = 7, bias: bool = True):
+    """x, the context O = merge(probs V) built through autograd from its factors, and W_o, b_o
+    (float64, all requiring grad)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, n, d, dtype=torch.float64, generator=g, requires_grad=True)
+    logits = torch.randn(2, heads, n, m, dtype=torch.float64, generator=g, requires_grad=True)
+    values = torch.randn(2, heads, m, d // heads, dtype=torch.float64, generator=g)
+    values.requires_grad_(True)
+    proj = nn.Linear(d, d, bias=bias).double()
+    return x, logits, values, proj
+
+
+@pytest.mark.parametrize("key_transform", ["lowrank", "identity", "dense"])
+@pytest.mark.parametrize("learn_scale", [True, False])
+@pytest.mark.parametrize("proj_trains", [False, True])
+def test_factored_function_equals_plain_autograd(
+    key_transform: str, learn_scale: bool, proj_trains: bool
+) -> None:
+    """`FactoredApproximatedPromptsFunction` (`forward_factored`) against `reference` on
+    SA = proj(merge(probs V)) through plain autograd, float64: the same output bit for bit, the
+    same gradients of X, the attention logits and values (through the context), s, P, W and —
+    when it trains — the projection's W_o, b_o; and without a bias."""
+    from vpeft.backbones.attention import merge_heads
+
+    torch.manual_seed(0)
+    apt = ApproximatedPrompts(16, 6, rank=3, key_transform=key_transform, learn_scale=learn_scale)
+    apt = apt.double()
+    with torch.no_grad():  # s ≠ 0; prompts large enough for both ReLU branches
+        for q in apt.parameters():
+            q.normal_(0, 0.5)
+        apt.log_scale.fill_(0.3)
+    for bias in (True, False):
+        x, logits, values, proj = factored_inputs(bias=bias)
+        proj.requires_grad_(proj_trains)
+        probs = torch.softmax(logits, dim=-1)
+        context = merge_heads(probs @ values)
+        assert ((x @ apt.keys().T) > 0).any() and ((x @ apt.keys().T) < 0).any()
+        inputs = [x, logits, values, *apt.parameters(), *proj.parameters()]
+        inputs = [t for t in inputs if t.requires_grad]
+        w = torch.randn(context.shape, dtype=torch.float64)
+        lean = apt.forward_factored(x, context, probs, values, proj)
+        plain = apt.reference(x, proj(context))
+        assert torch.equal(lean, plain)
+        lean_grads = torch.autograd.grad((lean * w).sum(), inputs, retain_graph=True)
+        plain_grads = torch.autograd.grad((plain * w).sum(), inputs)
+        names = ["X", "logits", "V", *(n for n, _ in apt.named_parameters())]
+        names += [f"proj.{n}" for n, _ in proj.named_parameters()] if proj_trains else []
+        assert len(names) == len(inputs)
+        for name, a, b in zip(names, lean_grads, plain_grads, strict=True):
+            assert a.abs().sum() > 0, name
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_factored_function_saves_x_alpha_and_the_attentions_own_tensors(
+    learn_scale: bool,
+) -> None:
+    """Saved by the probs·V product and the factored function together, per call: probs
+    (B·H·N·M) and V (B·H·M·d_h) — which the product keeps anyway — X (B·N·d) and alpha (B·N);
+    a learnable s adds nothing (the plain function keeps Z, B·N·d, for it)."""
+    from vpeft.analysis.memory import SavedTensorCounter
+    from vpeft.backbones.attention import merge_heads
+
+    b, n, m, d, h, p = 2, 7, 5, 16, 2, 40
+    apt = ApproximatedPrompts(d, p, rank=2, learn_scale=learn_scale).requires_grad_(False)
+    apt.prompts.requires_grad_(True)
+    proj = nn.Linear(d, d).requires_grad_(False)
+    leaf_x = torch.randn(b, n, d, requires_grad=True)
+    leaf_probs = torch.rand(b, h, n, m, requires_grad=True)
+    leaf_v = torch.randn(b, h, m, d // h, requires_grad=True)
+    frozen = [*apt.parameters(), *apt.buffers(), *proj.parameters()]
+    with SavedTensorCounter(exclude=[leaf_x, leaf_probs, leaf_v, *frozen]) as lean:
+        x, probs, values = leaf_x * 1.0, leaf_probs * 1.0, leaf_v * 1.0  # activations
+        apt.forward_factored(x, merge_heads(probs @ values), probs, values, proj)
+    assert lean.bytes == 4 * (b * h * n * m + b * h * m * (d // h) + b * n * d + b * n)
+
+
+def vilt_step(pm: vpeft.PeftModel, x: dict[str, torch.Tensor]):
+    """Output, trainable gradients and saved-for-backward bytes of one training forward."""
+    from vpeft.analysis.memory import SavedTensorCounter, model_tensors
+
+    params = [q for q in pm.parameters() if q.requires_grad]
+    with SavedTensorCounter(exclude=model_tensors(pm)) as saved:
+        out = run(pm, x)
+    grads = torch.autograd.grad(
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), params
+    )
+    return out, grads, saved.bytes
+
+
+def test_vilt_factored_path_equals_the_generic_one_without_z(monkeypatch) -> None:
+    """On ViLT APT runs `FactoredApproximatedPromptsFunction` (the tap runs ViLT's eager
+    attention through `ViltAttentionOps`): the same outputs bit for bit as the generic path
+    (SA from the projection, then `ApproximatedPromptsFunction`), the same gradients, and one
+    (B, N, d) tensor per layer less saved (Z). With a LoRA on the output projection, or another
+    attention kind, APT takes the generic path."""
+    from vpeft.methods.apt.layer import FactoredAttentionTap, TappedApt
+
+    torch.manual_seed(100)
+    pm = vpeft.apply(hf_vilt(0), "apt", num_classes=NUM_CLASSES, **SMALL).train()
+    perturb_trainables(pm, std=0.3)
+    assert len([m for m in pm.modules() if isinstance(m, FactoredAttentionTap)]) == 2
+    x = vilt_inputs()
+    shapes = []
+    pm.model.backbone.encoder.layer[0].attention.register_forward_pre_hook(
+        lambda m, args: shapes.append(args[0].shape)
+    )
+    fused = vilt_step(pm, x)
+    with monkeypatch.context() as patch:
+        patch.setattr(TappedApt, "fused_forward", lambda self, base, context: None)
+        generic = vilt_step(pm, x)
+    assert torch.equal(fused[0], generic[0])
+    for a, b in zip(fused[1], generic[1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    b, n, d = shapes[0]
+    assert generic[2] - fused[2] == 2 * b * n * d * 4  # Z of each of the 2 layers
+
+    # a parallel piece on the projection: the generic path (Z saved again), still the same model
+    pm = vpeft.apply(pm, "lora", targets=("proj",), rank=2)
+    perturb_trainables(pm, std=0.3)
+    with_lora = vilt_step(pm, x)
+    with monkeypatch.context() as patch:
+        patch.setattr(TappedApt, "fused_forward", lambda self, base, context: None)
+        assert with_lora[2] == vilt_step(pm, x)[2]
+    assert with_lora[2] > fused[2]
+    # the text tower of CLIP: transformers' own attention, the generic tap
+    clip = vpeft.apply(hf_clip(0), "apt", num_classes=2, **SMALL)
+    assert not any(isinstance(m, FactoredAttentionTap) for m in clip.modules())
+
+
 def test_key_transforms_and_closed_form_counts() -> None:
     d, p, r = 32, 5, 2
     layers = 2
@@ -174,6 +354,43 @@ def test_vilt_trains_class_token_and_modality_embedding() -> None:
     assert not emb.text_embeddings.word_embeddings.weight.requires_grad
     off = vpeft.apply(hf_vilt(0), "apt", num_classes=2, train_embeddings=False, **SMALL)
     assert not off.model.backbone.embeddings.cls_token.requires_grad
+
+
+def test_weight_decay_follows_the_papers_adamw() -> None:
+    """The paper trains APT with the task's default AdamW (weight decay 0.01 on every weight but
+    biases and norms): P, W1, W2 (W_p) decay through the optimiser's structural rule, the scalar
+    s does not; ViLT's modality-type embedding decays, its declared class token does not."""
+    from vpeft.train.optim import build_optimizer, decay_decisions, param_groups
+
+    d, p, r, layers = 32, 5, 2, 2
+    for transform, decayed_per_module in (("lowrank", p * d + 2 * d * r), ("dense", p * d + d * d)):
+        pm = vpeft.apply(hf_vilt(0), "apt", num_classes=2, key_transform=transform, **SMALL)
+        emb = pm.model.backbone.embeddings
+        decision = {id(pm.get_parameter(x.name)): x.decay for x in decay_decisions(pm)}
+        for m in apt_modules(pm):
+            weights = [m.prompts] + ([m.down, m.up] if transform == "lowrank" else [m.key_weight])
+            assert all(decision[id(w)] for w in weights)
+            assert decision[id(m.log_scale)] is False
+        assert decision[id(emb.token_type_embeddings.weight)] is True
+        assert decision[id(emb.cls_token)] is False
+        groups = param_groups(pm, 0.01)
+        decayed = sum(q.numel() for g in groups if g["weight_decay"] > 0 for q in g["params"])
+        head = sum(q.numel() for q in pm.head.parameters() if q.ndim == 2)
+        assert decayed == layers * decayed_per_module + 2 * d + head
+
+    # one AdamW step with zero gradients is pure decoupled decay: θ ← θ·(1 − lr·λ)
+    pm = vpeft.apply(hf_vilt(0), "apt", num_classes=2, **SMALL)
+    perturb_trainables(pm, std=0.3)
+    apt = apt_modules(pm)[0]
+    before = {n: t.detach().clone() for n, t in apt.named_parameters()}
+    opt = build_optimizer("adamw", param_groups(pm, 0.01), lr=0.5)
+    for q in pm.parameters():
+        if q.requires_grad:
+            q.grad = torch.zeros_like(q)
+    opt.step()
+    for name in ("prompts", "down", "up"):
+        torch.testing.assert_close(getattr(apt, name).detach(), before[name] * (1 - 0.5 * 0.01))
+    assert torch.equal(apt.log_scale.detach(), before["log_scale"])
 
 
 # -- placement --------------------------------------------------------------------------------

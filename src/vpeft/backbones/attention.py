@@ -13,6 +13,8 @@ Because `qkv` goes through whatever wrapper is installed (e.g. LoRA), methods co
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -275,6 +277,19 @@ class ViltAttentionOps(SeparateProjectionOps):
     memory and numerics of prompt methods compare with the plain layer's (a fused kernel would
     make the prompted layer cheaper than the plain one)."""
 
+    def probabilities(
+        self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """dropout(softmax(q kᵀ / √d_h + bias)) as `ViltSelfAttention` computes it (eager, the
+        same division, its own dropout module): bit-identical to the plain layer without extra
+        keys."""
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.spec.head_dim)
+        if bias is not None and bias.dtype == torch.bool:  # True = may attend
+            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
+        elif bias is not None:
+            scores = scores + bias
+        return self.module.attention.dropout(torch.softmax(scores, dim=-1))
+
     def attend_extra(
         self,
         x: torch.Tensor,
@@ -283,16 +298,22 @@ class ViltAttentionOps(SeparateProjectionOps):
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         q, k, v, bias = self.extended_qkv(x, k_extra, v_extra, attention_mask)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-        if bias is not None and bias.dtype == torch.bool:  # True = may attend
-            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
-        elif bias is not None:
-            scores = scores + bias
-        probs = self.module.attention.dropout(torch.softmax(scores, dim=-1))
-        return self.output(torch.matmul(probs, v))
+        return self.output(torch.matmul(self.probabilities(q, k, bias), v))
+
+    def context_factors(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain attention's probabilities (B, H, N, N) and values (B, H, N, d): its context
+        (the output projection's input) is ``merge_heads(probs @ v)``."""
+        q, k, v = self.qkv(x)
+        return self.probabilities(q, k, attention_mask), v
+
+    def project(self, context: torch.Tensor) -> torch.Tensor:
+        """Output projection (+ its dropout) of the merged context (B, N, H·d)."""
+        return self.module.output.dropout(self.spec.proj.module(context))
 
     def output(self, o: torch.Tensor) -> torch.Tensor:
-        return self.module.output.dropout(self.spec.proj.module(merge_heads(o)))
+        return self.project(merge_heads(o))
 
     def forward_extra_kv(  # type: ignore[override]
         self,
@@ -305,12 +326,63 @@ class ViltAttentionOps(SeparateProjectionOps):
         return (self.attend_extra(x, k_extra, v_extra, attention_mask),)
 
 
+class BertAttentionOps(SeparateProjectionOps):
+    """transformers' BERT-style `*Attention` (BridgeTower's text and fusion layers): a `self`
+    module with `query`/`key`/`value` and a `*SelfOutput` (dense → dropout → LayerNorm of the
+    residual sum). Its forward takes ``(hidden_states, attention_mask, encoder_hidden_states,
+    encoder_attention_mask, …)`` and returns ``(output, weights)``; in a cross-attention the
+    keys/values come from ``encoder_hidden_states`` under ``encoder_attention_mask``.
+
+    Eager softmax attention, as the model's own layers run here (`attn_implementation="eager"`):
+    with no extra keys the result is bit-identical to the module's forward."""
+
+    def forward_extra_kv(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        k_extra: torch.Tensor,
+        v_extra: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: object | None = None,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, None]:
+        """softmax(q [K_e; K]ᵀ·scale + [0 | mask]) [V_e; V], then the module's `*SelfOutput`
+        with the residual `x`; the extra keys/values are visible to every query."""
+        if cache is not None:
+            raise UnsupportedBackboneError(
+                "extra keys/values (prompts) with a key/value cache (generation) are not supported"
+            )
+        cross = self.spec.cross
+        source = encoder_hidden_states if cross else x
+        if source is None:
+            raise UnsupportedBackboneError(
+                "a cross-attention with extra keys/values needs encoder_hidden_states"
+            )
+        s = self.spec
+        q = split_heads(s.q.module(x), s.num_heads)
+        k, v = (split_heads(slot.module(source), s.num_heads) for slot in (s.k, s.v))
+        bias = pad_key_columns(
+            encoder_attention_mask if cross else attention_mask, k_extra.shape[2]
+        )
+        k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
+        scores = torch.matmul(q, k.transpose(2, 3)) * self.scale
+        if bias is not None and bias.dtype == torch.bool:  # True = may attend
+            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
+        elif bias is not None:
+            scores = scores + bias
+        probs = F.dropout(F.softmax(scores, dim=-1), self.dropout_p(), self.module.training)
+        o = torch.matmul(probs, v)
+        return self.module.output(merge_heads(o), x), None
+
+
 _OPS: dict[str, type[AttentionOps]] = {
     "global": AttentionOps,
     "window": WindowAttentionOps,
     "spatial-reduction": SpatialReductionOps,
     "hf-proj": SeparateProjectionOps,
     "hf-vilt": ViltAttentionOps,
+    "hf-bert": BertAttentionOps,
 }
 
 

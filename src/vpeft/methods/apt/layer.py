@@ -12,7 +12,15 @@ X is the attention sub-layer's input (the LN1 output of a pre-norm block, the qu
 stream of a cross-attention) and SA(X) its output after the output projection. The module sits
 on the output projection as a sequential piece of an `AdaptedLayer` (before any dropout and
 residual add); `AttentionInputTap` on the attention module records X for it. Both run in the
-same forward of the same attention, input first.
+same forward of the same attention, input first. The forward runs through
+`function.ApproximatedPromptsFunction`, which saves only X, alpha and (when s trains) SA + ΔX
+for the backward; `reference` is the same maths through plain autograd.
+
+Where vpeft runs the attention's maths itself (ViLT's eager attention, `ViltAttentionOps`),
+`FactoredAttentionTap` also keeps the context O (the output projection's input) with its
+factors, probs and V; when APT is then the only piece on a plain `nn.Linear` projection it runs
+`function.FactoredApproximatedPromptsFunction` on O with W_o, b_o, which keeps the attention's
+own probs and V instead of SA + ΔX for the gradient of s (one N×d tensor less per layer).
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...backbones.attention import ViltAttentionOps, attention_ops, merge_heads
+from ...backbones.spec import AttentionSpec
 from ...core.forwarding import ForwardsToWrapped
+from .function import approximated_prompts, factored_approximated_prompts, prompt_keys
 
 KeyTransform = Literal["lowrank", "identity", "dense"]
 KEY_TRANSFORMS: tuple[str, ...] = ("lowrank", "identity", "dense")
@@ -60,16 +71,20 @@ class ApproximatedPrompts(nn.Module):
             self.log_scale = nn.Parameter(scale)
         else:
             self.register_buffer("log_scale", scale)
+        self.attn_dropout = attn_dropout
         self.dropout = nn.Dropout(attn_dropout) if attn_dropout > 0 else nn.Identity()
+
+    def key_weights(self) -> list[torch.Tensor]:
+        """W1, W2 (lowrank), W_p (dense) or nothing (identity)."""
+        if self.key_transform == "lowrank":
+            return [self.down, self.up]
+        if self.key_transform == "dense":
+            return [self.key_weight]
+        return []
 
     def keys(self) -> torch.Tensor:
         """P_k (p, d) from the raw prompts (Eq. 9 / 11)."""
-        p = self.prompts
-        if self.key_transform == "lowrank":
-            return p + (p @ self.down) @ self.up
-        if self.key_transform == "dense":
-            return p + p @ self.key_weight
-        return p
+        return prompt_keys(self.key_transform, self.prompts, self.key_weights())
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """ΔX = alpha · (ReLU(X P_kᵀ) @ P), alpha = max over prompts, detached (Eq. 12–13)."""
@@ -78,9 +93,37 @@ class ApproximatedPrompts(nn.Module):
         alpha = attn.amax(dim=-1, keepdim=True).detach()
         return alpha * (self.dropout(attn) @ self.prompts.to(x.dtype))
 
-    def forward(self, x: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
-        """exp(s) · (SA(X) + ΔX) (Eq. 14)."""
+    def reference(self, x: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
+        """exp(s) · (SA(X) + ΔX) (Eq. 14) through plain autograd (saves X, A, P_k and Z)."""
         return torch.exp(self.log_scale).to(sa.dtype) * (sa + self.delta(x))
+
+    def forward(self, x: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
+        """exp(s) · (SA(X) + ΔX) (Eq. 14); the same values as `reference`, through
+        `ApproximatedPromptsFunction`, which saves only X, alpha and Z for the backward. Attention
+        dropout during training draws a mask the function does not model: `reference` then."""
+        if self.training and self.attn_dropout > 0:
+            return self.reference(x, sa)
+        return approximated_prompts(
+            x, sa, self.log_scale, self.prompts, self.key_transform, self.key_weights()
+        )
+
+    def forward_factored(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        probs: torch.Tensor,
+        values: torch.Tensor,
+        proj: nn.Linear,
+    ) -> torch.Tensor:
+        """exp(s) · (proj(O) + ΔX) for the attention context O = merge_heads(probs @ values):
+        `forward(x, proj(context))`, through `FactoredApproximatedPromptsFunction`, which keeps
+        probs and values (the attention's own saved tensors) instead of Z for the gradient of s."""
+        if self.training and self.attn_dropout > 0:
+            return self.reference(x, proj(context))
+        return factored_approximated_prompts(
+            x, context, probs, values, proj.weight, proj.bias,
+            self.log_scale, self.prompts, self.key_transform, self.key_weights(),
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         p, d = self.prompts.shape
@@ -117,6 +160,55 @@ class AttentionInputTap(ForwardsToWrapped):
         return self.base(*args, **kwargs)
 
 
+class FactoredAttentionTap(AttentionInputTap):
+    """`AttentionInputTap` for ViLT's attention, run through vpeft's own eager maths
+    (`ViltAttentionOps`, bit-identical to the module's forward): it also keeps, while the
+    output projection runs, the context O = merge_heads(probs @ V) with its factors probs and V,
+    for `TappedApt.fused_forward`."""
+
+    def __init__(self, base: nn.Module, ops: ViltAttentionOps) -> None:
+        super().__init__(base)
+        self.ops = ops
+        #: (O, probs, V) of the running forward, between the probs·V product and the projection
+        self.factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """`ViltAttention`'s forward: (output,) or (output, probs)."""
+        self.last = hidden_states
+        probs, values = self.ops.context_factors(hidden_states, attention_mask)
+        # matmul folds (B, H) into one batch axis; with B > 1 the head-split V (a view) cannot
+        # be folded in place, so matmul would save a private copy and APT's function, keeping V,
+        # a second storage: made contiguous here, both keep this one tensor
+        values = values.contiguous()
+        context = merge_heads(torch.matmul(probs, values))
+        self.factors = (context, probs, values)
+        try:
+            out = self.ops.project(context)
+        finally:
+            self.factors = None
+        return (out, probs) if output_attentions else (out,)
+
+
+def tap_attention(attention: AttentionSpec) -> AttentionInputTap:
+    """The tap that records X for APT at `attention`: a `FactoredAttentionTap` directly around
+    ViLT's still-plain attention module, else an `AttentionInputTap` (installed once, shared by
+    every APT piece on this attention)."""
+    parent, attr = attention.parent, attention.attr
+    module = getattr(parent, attr)
+    if attention.kind == "hf-vilt" and module is attention.module:
+        ops = attention_ops(attention)
+        assert isinstance(ops, ViltAttentionOps)
+        tap: AttentionInputTap = FactoredAttentionTap(module, ops)
+        setattr(parent, attr, tap)
+        return tap
+    return AttentionInputTap.wrap(parent, attr)
+
+
 class TappedApt(nn.Module):
     """Sequential piece on the output projection: y ↦ apt(X, y) with X read from `tap`."""
 
@@ -125,9 +217,24 @@ class TappedApt(nn.Module):
         self.apt = apt
         object.__setattr__(self, "tap", tap)  # a reference, not a submodule (named once)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def take_x(self) -> torch.Tensor:
         x = self.tap.last
         if x is None:
             raise RuntimeError("APT ran before its attention module saw its input")
         self.tap.last = None  # one use per attention call; never a stale X
-        return self.apt(x, y)
+        return x
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.apt(self.take_x(), y)
+
+    def fused_forward(self, base: nn.Module, context: torch.Tensor) -> torch.Tensor | None:
+        """apt(X, base(context)) in one function (`AdaptedLayer` calls this when APT is the only
+        piece on the projection `base`) when the tap holds the factors of this very `context`
+        and `base` is a plain `nn.Linear`; None (the generic path) otherwise, e.g. for other
+        attention kinds, a wrapped projection, or per-task copies routing a mixed batch."""
+        factors = getattr(self.tap, "factors", None)
+        run = getattr(self.apt, "forward_factored", None)  # absent while no single task runs
+        if factors is None or factors[0] is not context or type(base) is not nn.Linear or not run:
+            return None
+        _, probs, values = factors
+        return run(self.take_x(), context, probs, values, base)

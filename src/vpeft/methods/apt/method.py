@@ -16,6 +16,12 @@ embedding (`train_embeddings`); the task head always trains.
 
 Trainable per module: p·d + 2·d·r + 1 (lowrank), p·d + 1 (identity), p·d + d² + 1 (dense);
 ViLT-B/32, p=200, r=4: 12·(200·768 + 2·4·768 + 1) = 1,916,940.
+
+Weight decay (the paper trains with each task's default AdamW, weight decay 0.01 — which decays
+every weight but biases and norms — and CLIP with SGD, weight decay 0.3): APT's tensors are not
+tagged, so `vpeft.train.optim`'s structural rule decides — P, W1, W2 (and W_p) are 2-D weights
+and decay; the scalar s is 1-D-or-less and does not (like a norm gain); on ViLT the modality-type
+embedding decays and the class token, a declared token embedding, does not.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ...core.context import InstallContext
 from ...core.registry import MethodInfo, register
 from ...core.wrapper import AdaptedLayer
 from ...errors import UnsupportedBackboneError
-from .layer import KEY_TRANSFORMS, ApproximatedPrompts, AttentionInputTap, TappedApt
+from .layer import KEY_TRANSFORMS, ApproximatedPrompts, TappedApt, tap_attention
 
 PLACEMENTS = ("auto", "self", "cross", "both")
 #: family -> (streams of the adapted blocks (None: all), attention kinds) for placement="auto"
@@ -100,7 +106,7 @@ def install_apt(ctx: InstallContext, cfg: AptConfig) -> None:
     attention's input through an `AttentionInputTap`."""
     for attention in apt_sites(ctx, cfg.placement):
         out = attention.output_site
-        tap = AttentionInputTap.wrap(attention.parent, attention.attr)
+        tap = tap_attention(attention)
         apt = ctx.module(
             ApproximatedPrompts,
             attention.proj.out_features,
@@ -112,7 +118,7 @@ def install_apt(ctx: InstallContext, cfg: AptConfig) -> None:
             like=attention.proj.weight,
         )
         AdaptedLayer.wrap(out.parent, out.attr).add_sequential("apt", TappedApt(apt, tap))
-        ctx.train(apt, weight_decay=False)
+        ctx.train(apt)  # the optimiser's structural rule: P, W1, W2 (W_p) decay, s does not
     spec = ctx.spec
     if cfg.train_embeddings and spec.modality_embed is not None:
         extras = [spec.modality_embed] + ([spec.cls_token] if spec.cls_token is not None else [])

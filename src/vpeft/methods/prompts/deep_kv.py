@@ -7,7 +7,10 @@
   the MLP run on the N real tokens. This is `ExtendedAttention` + `PromptKeyValues`, the
   machinery of VPT on Swin / PVT-v2 (on transformers attention `key_value` projects q, k and v of
   the prompts: the paper's 3·p·d² per layer, computed once per batch). Extra MACs per layer and
-  sample: 3·p·d² + 2·N·p·d; ViLT-B/32 at N = 241, p = 200: 5.14 G.
+  sample: 3·p·d² + 2·N·p·d; ViLT-B/32 at N = 241, p = 200: 5.14 G. On a co-attention
+  backbone (BridgeTower, METER-style) the prompts go where APT goes: the self- and the
+  cross-attention of every fusion layer (2·L sets of p prompts; in a cross-attention they join
+  the other stream's keys/values).
 - `deep-prompt-concat` — the prompts concatenated to every layer's input and the *whole* layer
   run on N + p tokens (the previous layer's prompt outputs discarded): `vpt-deep` with the
   paper's p = 200 and no prompt dropout. The real tokens' outputs equal `deep-prompt-kv`'s for
@@ -15,8 +18,8 @@
   (the output projection and the MLP also run on the prompts).
 
 Init uniform(−v, v), v = √(6/(3·patch² + d)) (VPT's); not an identity at init (the prompts take
-attention mass); not mergeable. Trainable: L·p·d (ViLT-B/32, p = 200: 1,843,200 — the
-paper's 1.84M).
+attention mass); not mergeable. Trainable: p·d per prompted attention — ViLT-B/32, p = 200:
+12·p·d = 1,843,200 (the paper's 1.84M); METER-sized BridgeTower: 24·p·d = 3,686,400 (3.68M).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from ...backbones import AttentionSpec
 from ...core.block_choice import adapted_blocks
 from ...core.config import option
 from ...core.context import InstallContext
@@ -33,7 +37,13 @@ from .vpt import VptConfig, install_vpt
 
 PAPER = "Wu et al., Approximated Prompt Tuning for Vision-Language Pre-trained Models (baseline)"
 #: families whose attention vpeft can re-run with extra keys/values
-KV_BACKBONES = ("vit", "swin", "pvt_v2", "hf-vit", "hf-clip-vision", "hf-clip-text", "hf-vilt")
+KV_BACKBONES = (
+    "vit", "swin", "pvt_v2", "hf-vit", "hf-clip-vision", "hf-clip-text", "hf-vilt",
+    "hf-bridgetower",
+)  # fmt: skip
+#: co-attention backbones: the streams of their fusion layers, whose self- and cross-attention
+#: both take prompts (the paper's METER placement, as APT's)
+FUSION_STREAMS: dict[str, tuple[str, ...]] = {"hf-bridgetower": ("fusion-text", "fusion-image")}
 
 
 @dataclass
@@ -42,13 +52,24 @@ class DeepPromptConfig(VptConfig):
     dropout: float = option(0.0, "dropout on the prompt tokens during training")
 
 
+def prompted_attentions(ctx: InstallContext, last_blocks: int) -> list[AttentionSpec]:
+    """The attention modules that take prompts, in model order: the self-attention of every
+    adapted block; on co-attention backbones the self- and cross-attention of the adapted
+    fusion layers."""
+    blocks = adapted_blocks(ctx, last_blocks)
+    streams = FUSION_STREAMS.get(ctx.spec.family)
+    if streams is None:
+        return [b.attention for b in blocks if b.attention is not None]
+    fusion = [b for b in blocks if b.stream in streams]
+    return [a for b in fusion for a in (b.attention, b.cross_attention) if a is not None]
+
+
 def install_deep_prompt_kv(ctx: InstallContext, cfg: DeepPromptConfig) -> None:
-    """p prompts per adapted block as extra keys/values of its attention."""
+    """p prompts per prompted attention module as its extra keys/values."""
     ctx.require_attention()
     ctx.require_family(*KV_BACKBONES)
     bound = prompt_init_bound(ctx.spec.patch_size, ctx.spec.embed_dim)
-    for block in adapted_blocks(ctx, cfg.last_blocks):
-        attention = block.attention
+    for attention in prompted_attentions(ctx, cfg.last_blocks):
         width = attention.k.in_features
         prompts = ctx.module(
             PromptTokens, cfg.num_tokens, width, bound, cfg.dropout, like=attention.k.weight
