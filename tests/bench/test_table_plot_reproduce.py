@@ -292,3 +292,30 @@ def test_train_logs_to_tensorboard(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 2 and "tensorboard" in json.loads(res.stdout)["error"]["message"]
+
+
+#: (mean top-1 %, trainable parameters, published PPT) from V-PETL Bench's VTAB-1k and FGVC tables
+#: (github.com/synbol/Parameter-Efficient-Transfer-Learning-Benchmark README, commit c188fad):
+#: linear probing, Adapter, VPT-deep, LoRA, LST, HST (VTAB-1k); LoRA, VPT-deep (FGVC).
+VPETL_ROWS = [
+    (52.94, 0.0, 0.53),
+    (71.44, 0.16e6, 0.71),
+    (69.43, 0.56e6, 0.68),
+    (72.25, 0.29e6, 0.71),
+    (71.70, 2.38e6, 0.65),
+    (75.99, 0.78e6, 0.74),
+    (84.78, 0.77e6, 0.82),
+    (89.10, 0.85e6, 0.86),
+]
+
+
+def test_ppt_hand_computed_and_against_the_published_v_petl_bench_values() -> None:
+    # by hand: P = 9e6 -> log10(1.9) = 0.278754, exp(-0.278754) = 0.756730; × 80 = 60.538
+    assert ppt(80.0, 9e6) == pytest.approx(60.538, abs=1e-3)
+    # V-PETL Bench prints PPT with M as a fraction: our value / 100, rounded to 2 digits
+    assert [round(ppt(m, p) / 100, 2) for m, p, _ in VPETL_ROWS] == [v for *_, v in VPETL_ROWS]
+    # the published column pins C: 10^6 or 10^8 would not reproduce it
+    for c in (1e6, 1e8):
+        assert [round(ppt(m, p, c) / 100, 2) for m, p, _ in VPETL_ROWS] != [
+            v for *_, v in VPETL_ROWS
+        ]

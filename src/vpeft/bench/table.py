@@ -4,8 +4,8 @@
   group, then the groups) and **mean of all tasks** (the 19-task average of VQT / Head2Toe);
 * **mean ± sd** over seeds (sample standard deviation, n − 1; "±–" for a single seed);
 * **PPT** (performance-parameter trade-off, V-PETL Bench, Xin et al., NeurIPS 2024 Datasets and
-  Benchmarks, arXiv 2402.02242): ``PPT = M · exp(−log10(P / C + 1))`` with M the mean accuracy
-  (%), P the trainable parameters of the encoder (head excluded, as the PETL papers count) and
+  Benchmarks; `ppt` says how the formula was checked): ``PPT = M · exp(−log10(P / C + 1))``
+  with M the mean accuracy (%), P the trainable parameters of the encoder (head excluded, as the PETL papers count) and
   C = 10^7 — a method with few parameters keeps almost all of M, one with ~10^7 loses ~26%;
 * **Δm** for dense multi-task runs (Maninis et al.; Polyhistor): `vpeft.tasks.dense.delta_m`
   against a reference method's per-task metrics (``--reference``), for records whose metrics
@@ -30,7 +30,17 @@ GROUP_ORDER = ("natural", "specialized", "structured", "fgvc")
 
 
 def ppt(accuracy: float, trainable: float, c: float = PPT_C) -> float:
-    """V-PETL Bench's performance-parameter trade-off: ``M · exp(−log10(P / C + 1))``."""
+    """V-PETL Bench's performance-parameter trade-off: ``PPT = M · exp(−log10(P / C + 1))``.
+
+    `accuracy` is M in percent (V-PETL Bench prints PPT with M as a fraction, i.e. ours / 100),
+    `trainable` is P, C = 10^7. Source check: the formula and C were verified against the
+    published PPT column of V-PETL Bench's results tables (README of
+    github.com/synbol/Parameter-Efficient-Transfer-Learning-Benchmark, commit c188fad, VTAB-1k and
+    FGVC, ViT-B/16): with C = 10^7 every row checked rounds to the published value (e.g. LST
+    71.70 %, 2.38M -> 0.65; VPT-deep 69.43 %, 0.56M -> 0.68), while C = 10^6 or 10^8 do not
+    (tests/bench/test_table_plot_reproduce.py). The README states no formula itself; the formula
+    text is from the V-PETL Bench paper (Xin et al., NeurIPS 2024 Datasets and Benchmarks).
+    """
     return accuracy * math.exp(-math.log10(trainable / c + 1.0))
 
 
