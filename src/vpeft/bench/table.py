@@ -5,8 +5,9 @@
 * **mean ± sd** over seeds (sample standard deviation, n − 1; "±–" for a single seed);
 * **PPT** (performance-parameter trade-off, V-PETL Bench, Xin et al., NeurIPS 2024 Datasets and
   Benchmarks; `ppt` says how the formula was checked): ``PPT = M · exp(−log10(P / C + 1))``
-  with M the mean accuracy (%), P the trainable parameters of the encoder (head excluded, as the PETL papers count) and
-  C = 10^7 — a method with few parameters keeps almost all of M, one with ~10^7 loses ~26%;
+  with M the mean accuracy (%), P the trainable parameters of the encoder (head excluded, as
+  the PETL papers count) and C = 10^7 — a method with few parameters keeps almost all of M,
+  one with ~10^7 loses ~26%;
 * **Δm** for dense multi-task runs (Maninis et al.; Polyhistor): `vpeft.tasks.dense.delta_m`
   against a reference method's per-task metrics (``--reference``), for records whose metrics
   hold ``test/<task>/<metric>`` keys.
