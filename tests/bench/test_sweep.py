@@ -104,20 +104,33 @@ def test_config_file_toml_and_unknown_keys(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.json")
 
 
+def _wait_for_a_running_trial(study: str, storage: str, proc: subprocess.Popen) -> None:
+    """Block until the worker process `proc` has taken a run of `study` (its imports done)."""
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    deadline = time.monotonic() + 180
+    while not loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+
+
 def test_two_workers_share_one_sweep_and_no_run_is_done_twice(tmp_path: Path) -> None:
+    """A worker process and this process work on one sweep at the same time. The second worker
+    starts only once the first holds a run, so both take runs (the sharing is exercised, not
+    just the queue of a single worker); the 6 runs are then done once each, by one of them."""
     store = ResultStore(tmp_path / "store")
     info = create_sweep(_cfg("two", seeds=[0]), store)
-    procs = [_worker("two", info["storage"]) for _ in range(2)]
-    reports = []
-    for p in procs:
-        out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
-        reports.append(json.loads(out))
-    trained = reports[0]["trained"] + reports[1]["trained"]
+    proc = _worker("two", info["storage"])
+    _wait_for_a_running_trial("two", info["storage"], proc)
+    here = work("two", info["storage"], device="cpu", poll_s=0.1)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    there = json.loads(out)
+    trained = there["trained"] + here.trained
     records = list(store.records(sweep="two"))
+    assert there["trained"] and here.trained  # both workers trained runs
     assert len(trained) == len(set(trained)) == len(records) == 6  # 2 × (2 grid + 1 seed)
-    assert not reports[0]["reused"] and not reports[1]["reused"]  # no duplicate trials either
-    assert is_complete(info["plan"], store)
+    assert not there["reused"] and not here.reused  # no duplicate trials either
+    assert there["complete"] and here.complete and is_complete(info["plan"], store)
     rec = next(r for r in records if r["labels"]["stage"] == "final")
     assert rec["metrics"]["test_top1"] is not None and rec["metrics"]["val_top1"] is None
     assert rec["params"]["trainable"] > 0 and rec["flops"]["train_step_per_image"] > 0
