@@ -9,6 +9,9 @@ A protocol says which splits select hyper-parameters and which give the reported
 * ``fgvc`` (FGVC, VPT-style json splits): the same on ``train`` → ``val``, final ``trainval`` →
   ``test``.
 * ``synthetic``: the VTAB-1k protocol on vpeft's procedural suite (`vpeft.data.synthetic`).
+* ``demo`` (`vpeft demo`): the procedural suite with the demo's fixed recipes (`RECIPES`, chosen
+  on val200 by benchmarks/demo_hparams.py): one run per (method, task, seed) on ``train800``,
+  scored on ``val200`` and ``test`` after the last epoch; no selection at run time.
 
 A grid of one point skips selection: the final runs start at once.
 """
@@ -66,6 +69,7 @@ class Protocol:
     final_test: str
     groups: dict[str, str]  # known task -> group
     description: str
+    final_val: str | None = None  # also scored by the final runs (the demo reports val200)
 
     def data_spec(self, task: str, data_root: str | None) -> str:
         """The ``KIND:ROOT_OR_TASK`` string of `task` (see `vpeft train --data`)."""
@@ -114,6 +118,17 @@ PROTOCOLS: dict[str, Protocol] = {
             "test",
             dict(synthetic.TARGET_TASKS),
             "vpeft's synthetic VTAB-like suite with the VTAB-1k protocol",
+        ),
+        Protocol(
+            "demo",
+            "synthetic",
+            "train800",
+            "val200",
+            "train800",
+            "test",
+            dict(synthetic.TARGET_TASKS),
+            "vpeft demo: fixed recipes, train800 -> val200 and test after the last epoch",
+            final_val="val200",
         ),
     )
 }
@@ -216,6 +231,36 @@ def _synthetic_presets() -> dict[str, MethodPreset]:
     return out
 
 
+def demo_train(epochs: int, batch_size: int = 32) -> dict[str, Any]:
+    """The demo's training settings for `epochs`: AdamW, one warm-up epoch when there are
+    several, val and test scored once, after the last epoch."""
+    return {
+        **SYNTHETIC_TRAIN,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "warmup_epochs": 1.0 if epochs > 1 else 0.0,
+        "eval_every": epochs,
+    }
+
+
+def _demo_preset(method: str) -> MethodPreset:
+    from .demo import RECIPES, UNTUNED_EPOCHS, UNTUNED_LR
+
+    r = RECIPES.get(method)
+    if r is None:
+        return MethodPreset(
+            method,
+            {},
+            demo_train(UNTUNED_EPOCHS),
+            (UNTUNED_LR,),
+            (1e-4,),
+            "untuned: demo defaults",
+        )
+    return MethodPreset(
+        method, dict(r.options), demo_train(r.epochs), (r.lr,), (r.weight_decay,), _SYN
+    )
+
+
 def preset_for(protocol: str, method: str) -> MethodPreset:
     """The default config of `method` under `protocol`; an unknown method gets its default
     options with the protocol's base training settings (lr 1e-3 / 1e-2 on synthetic)."""
@@ -223,6 +268,8 @@ def preset_for(protocol: str, method: str) -> MethodPreset:
 
     if method not in available_methods():
         raise ConfigError(f"unknown method {method!r}; see `vpeft methods`")
+    if protocol == "demo":
+        return _demo_preset(method)
     if protocol == "synthetic":
         presets = _synthetic_presets()
         fallback = MethodPreset(

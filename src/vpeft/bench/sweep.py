@@ -161,9 +161,11 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
 
 def final_specs(plan: dict[str, Any], unit: dict[str, Any], lr: float, wd: float) -> list[dict]:
     protocol = get_protocol(plan["protocol"])
+    scored = {"test": protocol.final_test}
+    if protocol.final_val is not None:
+        scored = {"val": protocol.final_val, **scored}
     return [
-        with_run(unit["base"], lr, wd, seed, protocol.final_train, {"test": protocol.final_test})
-        for seed in plan["seeds"]
+        with_run(unit["base"], lr, wd, seed, protocol.final_train, scored) for seed in plan["seeds"]
     ]
 
 
@@ -333,6 +335,68 @@ def _metric(record: dict[str, Any], labels: dict[str, Any]) -> float:
     return float("nan") if value is None else float(value)
 
 
+def run_and_store(
+    spec: dict[str, Any],
+    labels: dict[str, Any],
+    store: ResultStore,
+    *,
+    device: str = "auto",
+    log: str | None = None,
+    trial: dict[str, Any] | None = None,
+    on_run: Callable[[str, dict[str, Any], str], None] | None = None,
+) -> dict[str, Any]:
+    """Train one run of a plan in its work folder (`runner.execute`) and put its record."""
+    from .runner import execute
+
+    key = run_key(spec)
+    if on_run:
+        on_run(key, labels, "start")
+    record = execute(
+        spec,
+        store.work_dir(key),
+        device=device,
+        log=log,
+        run_name=f"{labels['unit']}/{labels['stage']}/{key}",
+    )
+    record.update({"key": key, "labels": labels, "status": "done", "trial": trial})
+    store.put(record)
+    if on_run:
+        on_run(key, labels, "done")
+    return record
+
+
+def run_serial(
+    plan: dict[str, Any],
+    store: ResultStore,
+    *,
+    device: str = "auto",
+    log: str | None = None,
+    on_run: Callable[[str, dict[str, Any], str], None] | None = None,
+) -> WorkerReport:
+    """Run a plan in this process, one run after the other, in plan order, without an engine
+    (no Optuna, no storage): the dependency-free path that `vpeft demo` takes. Runs already in
+    the store are reused (labelled with this plan's name), never trained again; the final runs
+    follow once their unit's selection is complete, as with the workers."""
+    report = WorkerReport()
+    while True:
+        pending = []
+        for spec, labels in planned_runs(plan, store):
+            key = run_key(spec)
+            if store.has(key):
+                if key not in report.reused and key not in report.trained:
+                    store.add_sweep_label(key, plan["name"])
+                    report.reused.append(key)
+            else:
+                pending.append((spec, labels))
+        if not pending:
+            break
+        for spec, labels in pending:
+            run_and_store(spec, labels, store, device=device, log=log, on_run=on_run)
+            report.trained.append(run_key(spec))
+    report.complete = is_complete(plan, store)
+    return report
+
+
 def work(
     study_name: str,
     storage_url: str,
@@ -350,8 +414,6 @@ def work(
     nothing is left that it could wait for, or `max_runs` runs were taken)."""
     optuna = require_optuna()
     from optuna.trial import TrialState
-
-    from .runner import execute
 
     _quiet_optuna()
     storage = open_storage(storage_url, heartbeat_s, grace_s)
@@ -375,33 +437,22 @@ def work(
             store.add_sweep_label(key, plan["name"])
             report.reused.append(key)
             return _metric(done, labels)
-        if on_run:
-            on_run(key, labels, "start")
         try:
-            record = execute(
+            record = run_and_store(
                 spec,
-                store.work_dir(key),
+                labels,
+                store,
                 device=device,
                 log=log,
-                run_name=f"{labels['unit']}/{labels['stage']}/{key}",
+                trial={"study": study_name, "number": trial.number},
+                on_run=on_run,
             )
         except OutputError as err:  # another worker holds this run's folder
             raise optuna.TrialPruned(str(err)) from None
         except VpeftError:
             report.failed.append(key)
             raise
-        record.update(
-            {
-                "key": key,
-                "labels": labels,
-                "status": "done",
-                "trial": {"study": study_name, "number": trial.number},
-            }
-        )
-        store.put(record)
         report.trained.append(key)
-        if on_run:
-            on_run(key, labels, "done")
         return _metric(record, labels)
 
     taken = 0

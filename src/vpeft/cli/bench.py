@@ -326,15 +326,19 @@ def _show_table(
         atomic_write_text(files["markdown"], markdown(lines, title))
         atomic_write_text(files["csv"], to_csv(long_rows(rows)))
     result = {"header": lines[0], "rows": lines[1:], "files": {k: str(v) for k, v in files.items()}}
-    if not show:
-        return result
+    if show:
+        print_table(lines, title)
+    return result
+
+
+def print_table(lines: list[list[str]], title: str) -> None:
+    """Show a bench table (`vpeft.bench.table.table_rows`) on stdout, never truncated."""
     table = Table(title=title)
     for i, head in enumerate(lines[0]):
         table.add_column(head, justify="left" if i == 0 else "right")
     for line in lines[1:]:
         table.add_row(*line)
     Console(width=max(console.width, 160)).print(table)
-    return result
 
 
 @app.command("table")
