@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OutputError, VpeftError
-from .protocols import get_protocol, preset_for, with_overrides
+from .protocols import dense_task_names, get_protocol, preset_for, with_overrides
 from .store import ResultStore, canonical_json, run_key
 
 #: Seconds between heartbeats of a running trial, and after which a silent one is stale.
@@ -60,11 +60,12 @@ class SweepConfig:
     methods: list[str] = field(default_factory=lambda: ["linear", "lora"])
     tasks: list[str] = field(default_factory=lambda: ["synth-digits"])
     seeds: list[int] = field(default_factory=lambda: [0])
-    backbone: str = "vit-tiny-synth"
+    backbone: str | None = None  # default: the protocol's (`Protocol.backbone_for`)
     weights: str | None = None
     img_size: int | None = None
     data_root: str | None = None
-    #: per-method overrides: {"lora": {"options": {...}, "train": {...}, "lr": [...], "wd": [...]}}
+    #: per-method overrides: {"lora": {"options": {...}, "train": {...}, "lr": [...], "wd": [...]}};
+    #: dense protocols also take "shared": true (one copy of the method for all tasks)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: overrides for every method: train settings, lr / wd grids
     train: dict[str, Any] = field(default_factory=dict)
@@ -73,9 +74,11 @@ class SweepConfig:
     limit: dict[str, int] | None = None
 
     def validate(self) -> None:
-        get_protocol(self.protocol)
+        protocol = get_protocol(self.protocol)
         if not self.methods or not self.tasks or not self.seeds:
             raise ConfigError("a sweep needs at least one method, one task and one seed")
+        for task in self.tasks:
+            protocol.check_task(task)
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds repeat: {self.seeds}")
 
@@ -84,20 +87,21 @@ def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any],
     """The run spec shared by every run of (method, task), and the method's preset."""
     protocol = get_protocol(cfg.protocol)
     extra = cfg.method_overrides.get(method, {})
-    unknown = set(extra) - {"options", "train", "lr", "wd"}
+    unknown = set(extra) - {"options", "train", "lr", "wd", "shared"}
     if unknown:
         raise ConfigError(
-            f"method override keys {sorted(unknown)} for {method}: use options, train, lr, wd"
+            f"method override keys {sorted(unknown)} for {method}: use options, train, lr, wd "
+            "(and shared for dense protocols)"
         )
     preset = with_overrides(
-        preset_for(cfg.protocol, method),
+        preset_for(cfg.protocol, method, task),
         extra.get("options"),
         {**cfg.train, **extra.get("train", {})},
         extra.get("lr") or cfg.lr,
         extra.get("wd") or cfg.wd,
     )
     spec = {
-        "backbone": cfg.backbone,
+        "backbone": protocol.backbone_for(task, cfg.backbone),
         "weights": cfg.weights,
         "img_size": cfg.img_size,
         "method": method,
@@ -106,6 +110,11 @@ def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any],
         "train": dict(sorted(preset.train.items())),
         "limit": cfg.limit,
     }
+    if protocol.kind == "dense":  # which decoders, and one method copy per task or shared
+        spec["tasks"] = ",".join(dense_task_names(task))
+        spec["shared"] = bool(extra.get("shared", False))
+    elif "shared" in extra:
+        raise ConfigError(f"'shared' applies to dense protocols, not {cfg.protocol}")
     return spec, preset
 
 
@@ -130,10 +139,21 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
     """Every (method, task) unit: its grid runs (selection) and how to make its final runs."""
     cfg.validate()
     protocol = get_protocol(cfg.protocol)
+    methods = list(cfg.methods)
+    reference = protocol.reference
+    if reference and reference not in methods:  # Δm needs the reference inside the sweep
+        methods.append(reference)
     units = []
-    for method, task in itertools.product(cfg.methods, cfg.tasks):
+    for method, task in itertools.product(methods, cfg.tasks):
         spec, preset = base_spec(cfg, method, task)
         grid = [list(p) for p in itertools.product(preset.lr_grid, preset.wd_grid)]
+        if len(grid) > 1 and not protocol.select_eval:
+            raise ConfigError(
+                f"protocol {protocol.name} has no selection split ({protocol.description}); "
+                f"give {method} one lr and one weight decay"
+            )
+        shared = spec.get("shared", False)
+        name = f"{method}+shared" if shared else method
         select = (
             [
                 with_run(
@@ -146,8 +166,9 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
         )
         units.append(
             {
-                "unit": f"{method}/{task}",
-                "method": method,
+                "unit": f"{name}/{task}",
+                "method": name,
+                "reference": method == reference and not shared,
                 "task": task,
                 "group": protocol.group_of(task),
                 "grid": grid,
@@ -198,6 +219,7 @@ def labels_of(plan: dict[str, Any], unit: dict[str, Any], stage: str) -> dict[st
         "task": unit["task"],
         "group": unit["group"],
         "unit": unit["unit"],
+        "reference": unit.get("reference", False),
     }
 
 
