@@ -71,18 +71,37 @@ def test_table_averages_sd_and_ppt() -> None:
     assert long_rows(rows)[1][:6] == ["a", "t1", "natural", 81.0, pytest.approx(1.414, 1e-3), 2]
 
 
-def test_delta_m_against_a_reference_method() -> None:
+def _dense(method: str, seed: int, semseg: float, normals: float, reference: bool = False) -> dict:
+    rec = _rec(method, "pascal-mt", "dense", seed, 0.0, 10)
+    rec["labels"]["reference"] = reference
+    rec["metrics"] = {
+        "test_top1": None,
+        "headline": {"semseg": semseg, "normals": normals},
+        "lower_is_better": ["normals"],
+        "columns": {"semseg": semseg, "normals": normals},
+    }
+    return rec
+
+
+def test_delta_m_against_the_labelled_reference_mean_over_seeds() -> None:
     recs = [
-        _rec(
-            "single", "mt", "dense", 0, 0.0, 10, semseg__miou=50.0, normals__mean_angular_error=20.0
-        ),
-        _rec(
-            "multi", "mt", "dense", 0, 0.0, 5, semseg__miou=55.0, normals__mean_angular_error=22.0
-        ),
+        _dense("full", 0, 50.0, 20.0, reference=True),
+        _dense("full", 1, 54.0, 24.0, reference=True),  # reference means: 52, 22
+        _dense("multi", 0, 57.2, 24.2),
     ]
-    dm = delta_m_of(build_rows(recs), "single")
-    assert dm["single"] == 0.0
-    assert dm["multi"] == pytest.approx(100 * (0.1 - 0.1) / 2)  # +10% mIoU, +10% error
+    rows = build_rows(recs)
+    dm = delta_m_of(rows)  # the reference comes from the records' labels
+    assert dm["full"] == pytest.approx(0.0)
+    # semseg +10% (higher is better), normals +10% error (lower is better): Δm = 0
+    assert dm["multi"] == pytest.approx(100 * ((57.2 - 52) / 52 - (24.2 - 22) / 22) / 2)
+    assert delta_m_of(rows, "multi")["full"] == pytest.approx(
+        100 * ((52 - 57.2) / 57.2 - (22 - 24.2) / 24.2) / 2
+    )
+    header, *lines = table_rows(rows)
+    assert header[-1] == "Δm vs full (%)" and "pascal-mt semseg" in header
+    by_method = {line[0]: line for line in lines}
+    assert by_method["multi"][-1] == f"{dm['multi']:.2f}"
+    assert by_method["full"][header.index("pascal-mt semseg")] == "52.00 ± 2.83"
 
 
 def test_pareto_front_and_plot_files(tmp_path: Path) -> None:

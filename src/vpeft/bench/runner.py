@@ -234,8 +234,7 @@ def _vl_metrics(
                                 autocast_dtype(config.amp, device))  # fmt: skip
         summary = base_to_new(score, scores[task.name].values["top1"])
         out.update(base_to_new=summary, score=summary["hm"])
-        out["columns"] = {"clip base": summary["base"], "clip new": summary["new"],
-                          "clip HM": summary["hm"]}  # fmt: skip
+        out["columns"] = {"base": summary["base"], "new": summary["new"], "HM": summary["hm"]}
     return out
 
 

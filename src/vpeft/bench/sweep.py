@@ -83,8 +83,11 @@ class SweepConfig:
             raise ConfigError(f"seeds repeat: {self.seeds}")
 
 
-def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any], Any]:
-    """The run spec shared by every run of (method, task), and the method's preset."""
+def base_spec(
+    cfg: SweepConfig, method: str, task: str, reference: bool = False
+) -> tuple[dict[str, Any], Any]:
+    """The run spec shared by every run of (method, task), and the method's preset. The dense
+    `reference` unit is never shared (one copy of the method per task)."""
     protocol = get_protocol(cfg.protocol)
     extra = cfg.method_overrides.get(method, {})
     unknown = set(extra) - {"options", "train", "lr", "wd", "shared"}
@@ -112,7 +115,7 @@ def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any],
     }
     if protocol.kind == "dense":  # which decoders, and one method copy per task or shared
         spec["tasks"] = ",".join(dense_task_names(task))
-        spec["shared"] = bool(extra.get("shared", False))
+        spec["shared"] = bool(extra.get("shared", False)) and not reference
     elif "shared" in extra:
         raise ConfigError(f"'shared' applies to dense protocols, not {cfg.protocol}")
     return spec, preset
@@ -139,13 +142,14 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
     """Every (method, task) unit: its grid runs (selection) and how to make its final runs."""
     cfg.validate()
     protocol = get_protocol(cfg.protocol)
-    methods = list(cfg.methods)
     reference = protocol.reference
-    if reference and reference not in methods:  # Δm needs the reference inside the sweep
-        methods.append(reference)
+    entries = [(m, False) for m in cfg.methods]
+    shared_ref = cfg.method_overrides.get(reference or "", {}).get("shared", False)
+    if reference and (reference not in cfg.methods or shared_ref):
+        entries.append((reference, True))  # Δm needs the reference inside the sweep
     units = []
-    for method, task in itertools.product(methods, cfg.tasks):
-        spec, preset = base_spec(cfg, method, task)
+    for (method, is_ref), task in itertools.product(entries, cfg.tasks):
+        spec, preset = base_spec(cfg, method, task, is_ref)
         grid = [list(p) for p in itertools.product(preset.lr_grid, preset.wd_grid)]
         if len(grid) > 1 and not protocol.select_eval:
             raise ConfigError(

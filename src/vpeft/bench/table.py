@@ -207,7 +207,7 @@ def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[
     group_names = list(rows[0].groups)
     dm = delta_m_of(rows, reference)
     reference = reference or reference_of(rows)
-    extra = sorted({c for r in rows for c in r.columns})
+    extra = list(dict.fromkeys(c for r in rows for c in r.columns))  # first-seen order
     header = [
         "method",
         *tasks,
