@@ -109,3 +109,66 @@ def test_dense_and_vl_configuration_errors() -> None:
         ("full+shared", False),
         ("full", True),
     ]
+
+
+def _mini_pascal(root: Path, ids: dict[str, list[str]], size: tuple[int, int] = (12, 16)) -> None:
+    """A miniature of the PASCAL_MT layout (`vpeft.data.pascal_context`): random images and
+    labels, no person (parts all background)."""
+    import numpy as np
+    from PIL import Image
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    folders = ["ImageSets/Context", "JPEGImages", "semseg/pascal-context", "human_parts",
+               "sal_distill", "normals_distill"]  # fmt: skip
+    for folder in folders:
+        (root / folder).mkdir(parents=True)
+    for split, names in ids.items():
+        (root / f"ImageSets/Context/{split}.txt").write_text("\n".join(names) + "\n")
+    for name in [n for names in ids.values() for n in names]:
+        image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / f"JPEGImages/{name}.jpg")
+        seg = rng.integers(0, 21, size, dtype=np.uint8)
+        Image.fromarray(seg).save(root / f"semseg/pascal-context/{name}.png")
+        sal = (rng.random(size) > 0.5).astype(np.uint8) * 255
+        Image.fromarray(sal).save(root / f"sal_distill/{name}.png")
+        Image.fromarray(np.full((*size, 3), (128, 128, 255), np.uint8)).save(
+            root / f"normals_distill/{name}.png"
+        )
+        objects = np.empty((1, 1), dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"),
+                                          ("parts", "O")])  # fmt: skip
+        objects[0, 0] = ("cat", 8, np.zeros(size, np.uint8), np.zeros((0, 0)))
+        anno = np.empty((1, 1), dtype=[("imname", "O"), ("objects", "O")])
+        anno[0, 0] = (name, objects)
+        savemat(root / f"human_parts/{name}.mat", {"anno": anno})
+
+
+def test_reproduce_polyhistor_runs_on_a_miniature_pascal_context(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from vpeft.bench.reproduce import SWIN_T
+    from vpeft.zoo import bundled_backbone
+
+    data, weights, store = tmp_path / "data", tmp_path / "weights", tmp_path / "store"
+    base = ["bench", "reproduce", "polyhistor", "--data-root", str(data), "--weights-dir",
+            str(weights), "--json"]  # fmt: skip
+    res = runner.invoke(app, base)
+    assert res.exit_code == 2 and "PASCAL-Context" in json.loads(res.stdout)["error"]["message"]
+    _mini_pascal(data / "pascal_context", {"train": ["a", "b"], "val": ["c", "d"]})
+    weights.mkdir()
+    model = bundled_backbone("swin-tiny-synth").create(pretrained=True)
+    save_file(model.state_dict(), weights / SWIN_T)
+    res = runner.invoke(app, [*base, "--store", str(store), "--backbone", "swin-tiny-synth",
+                              "--methods", "bitfit", "--seeds", "0", "--epochs", "1",
+                              "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["sweeps"] == {"reproduce-polyhistor-pascal-mt": True}
+    records = {r["labels"]["method"]: r for r in ResultStore(store).records()}
+    assert set(records) == {"bitfit", "full"} and records["full"]["labels"]["reference"]
+    run = records["bitfit"]
+    assert run["spec"]["data"] == f"pascal-mt:{data / 'pascal_context'}"
+    assert run["spec"]["train_split"] == "train" and run["spec"]["eval_splits"] == {"test": "val"}
+    assert set(run["metrics"]["headline"]) == {"semseg", "parts", "saliency", "normals"}
+    assert run["spec"]["train"]["lr"] == 1e-4 and run["spec"]["train"]["optimizer"] == "adam"
+    table = _bench("table", "--store", str(store))
+    assert table["header"][-1] == "Δm vs full (%)"

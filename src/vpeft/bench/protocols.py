@@ -100,6 +100,8 @@ class Protocol:
             return f"vl-synthetic:{'clip-base' if task == 'clip' else task}"
         if self.data_kind == "dense-synthetic":  # the root is the generator's options
             return f"dense-synthetic:{data_root or 'default'}"
+        if self.kind == "dense" and data_root:  # one folder holds every dense task
+            return f"{self.data_kind}:{data_root.rstrip('/')}"
         if not data_root:
             raise ConfigError(
                 f"protocol {self.name} reads data from disk: give --data-root (the folder that "
