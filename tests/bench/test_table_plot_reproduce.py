@@ -338,3 +338,26 @@ def test_ppt_hand_computed_and_against_the_published_v_petl_bench_values() -> No
         assert [round(ppt(m, p, c) / 100, 2) for m, p, _ in VPETL_ROWS] != [
             v for *_, v in VPETL_ROWS
         ]
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("mlflow") is not None, reason="mlflow is installed"
+)
+def test_log_mlflow_without_mlflow_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = runner.invoke(
+        app,
+        ["train", "--backbone", "vit-tiny-synth", "--method", "linear", "--data",
+         "synthetic:synth-digits", "--out", str(out), "--log", "mlflow", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 2
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "pip install 'vpeft[mlflow]'" in message and "--log tensorboard" in message
+    assert not out.exists()  # refused before the output folder or any training
+    res = runner.invoke(
+        app,
+        ["bench", "run", "--name", "m", "--store", str(tmp_path / "store"), "--log",
+         "mlflow:file:/tmp/x", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "vpeft[mlflow]" in json.loads(res.stdout)["error"]["message"]
+    assert not (tmp_path / "store").exists()

@@ -165,7 +165,9 @@ def run_command(
     """
     from ..bench.store import ResultStore
     from ..bench.sweep import SweepConfig, create_sweep, load_config, spawn_workers, work
+    from ..bench.tracking import check_log
 
+    check_log(log)
     train = dict(parse_opts(train_opt))
     if epochs is not None:
         train["epochs"] = epochs
@@ -271,7 +273,9 @@ def worker_command(
     """Work on an existing sweep until it is complete (start as many as you like, anywhere the
     storage and the store are reachable)."""
     from ..bench.sweep import work
+    from ..bench.tracking import check_log
 
+    check_log(log)
     report = work(
         study,
         storage,
