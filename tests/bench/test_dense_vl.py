@@ -172,3 +172,18 @@ def test_reproduce_polyhistor_runs_on_a_miniature_pascal_context(tmp_path: Path)
     assert run["spec"]["train"]["lr"] == 1e-4 and run["spec"]["train"]["optimizer"] == "adam"
     table = _bench("table", "--store", str(store))
     assert table["header"][-1] == "Δm vs full (%)"
+
+
+def test_vl_selection_picks_the_best_val_score_and_dense_cannot_select(tmp_path: Path) -> None:
+    from vpeft.bench.store import run_key
+    from vpeft.bench.sweep import choose
+
+    plan = build_plan(SweepConfig("s", "vl-synthetic", ["lora"], ["vqa"], lr=[1e-4, 1e-3, 1e-2]))
+    [unit] = plan["units"]
+    assert [s["eval_splits"] for s in unit["select"]] == [{"val": "val"}] * 3
+    store = ResultStore(tmp_path)
+    for spec, score in zip(unit["select"], (40.0, 55.0, 50.0), strict=True):
+        store.put({"key": run_key(spec), "metrics": {"val_top1": None, "score": score}})
+    assert choose(unit, store)[0] == 1e-3  # the VQA score on val, not a missing top-1
+    with pytest.raises(ConfigError, match="no selection split"):
+        build_plan(SweepConfig("d", "dense-synthetic", ["bitfit"], ["pascal-mt"], lr=[1e-3, 1e-2]))

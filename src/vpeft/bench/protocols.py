@@ -16,8 +16,9 @@ A protocol says which splits select hyper-parameters and which give the reported
 * ``dense-synthetic`` / ``pascal-mt`` (dense multi-task, spec/polyhistor.md, docs/results/dense.md):
   a *task* is a set of dense tasks (``pascal-mt`` = semseg, parts, saliency, normals, or names
   joined by ``+``, e.g. ``semseg+normals``); one model with a decoder per task trains on
-  ``train`` and is scored on ``test`` (dense-synthetic; PASCAL-Context's ``val`` is the test set
-  of the literature, so pascal-mt cannot select on it and takes one grid point). Every such
+  ``train`` and is scored on ``test`` (PASCAL-Context: on ``val``, the test set of the
+  literature). No grid selection: a run has one headline per task, not one number to pick by
+  (and PASCAL-Context has no separate validation split), so give one lr and wd. Every such
   sweep also runs the **reference**, single-task full fine-tuning (``full`` with one encoder copy
   per task), on the same tasks and seeds, and the table gives Δm against it.
 * ``vl-synthetic`` (vision-language, spec/apt.md, on `vpeft.data.vl`): tasks ``vqa``, ``nlvr2``,
@@ -192,12 +193,12 @@ PROTOCOLS: dict[str, Protocol] = {
             "dense-synthetic",
             "dense-synthetic",
             "train",
-            "val",
+            "",  # no selection: four headline metrics, no single number to pick a grid point by
             "train",
             "test",
             {},
-            "dense multi-task on vpeft's procedural scenes: train -> val, train -> test; "
-            "Δm against single-task full FT",
+            "dense multi-task on vpeft's procedural scenes: train -> test, one grid point "
+            "(no single metric selects); Δm against single-task full FT",
             kind="dense",
             backbone="swin-tiny-synth",
             reference="full",

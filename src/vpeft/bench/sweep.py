@@ -205,7 +205,7 @@ def choose(unit: dict[str, Any], store: ResultStore) -> tuple[float, float] | No
         record = store.get(run_key(spec))
         if record is None:
             return None
-        value = record["metrics"].get("val_top1")
+        value = run_value(record, "select")
         value = -math.inf if value is None else value
         if best is None or value > best[0]:
             best = (value, i)
@@ -355,10 +355,18 @@ class WorkerReport:
     complete: bool = False
 
 
+def run_value(record: dict[str, Any], stage: str) -> float | None:
+    """What a run scored: val (selection) or test (final) top-1, else its headline ``score``
+    (VL tasks); None for dense runs, which have one headline per task."""
+    metrics = record["metrics"]
+    value = metrics.get("val_top1" if stage == "select" else "test_top1")
+    return metrics.get("score") if value is None else value
+
+
 def _metric(record: dict[str, Any], labels: dict[str, Any]) -> float:
-    name = "val_top1" if labels.get("stage") == "select" else "test_top1"
-    value = record["metrics"].get(name)
-    return float("nan") if value is None else float(value)
+    """The Optuna trial's value (informational: the plan, not the sampler, decides)."""
+    value = run_value(record, labels.get("stage", "final"))
+    return 0.0 if value is None else float(value)
 
 
 def run_and_store(

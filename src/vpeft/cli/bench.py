@@ -97,7 +97,12 @@ def run_command(
         ),
     ] = None,
     protocol: Annotated[
-        str | None, typer.Option(help="vtab-1k, fgvc or synthetic (default).", show_default=False)
+        str | None,
+        typer.Option(
+            help="vtab-1k, fgvc, synthetic (default), demo, dense-synthetic, pascal-mt or "
+            "vl-synthetic (see docs/bench.md).",
+            show_default=False,
+        ),
     ] = None,
     methods: ListOpt = None,
     tasks: ListOpt = None,
@@ -106,7 +111,11 @@ def run_command(
     weights: Annotated[str | None, typer.Option(show_default=False)] = None,
     data_root: Annotated[
         str | None,
-        typer.Option(help="folder of one sub-folder per task (vtab-1k, fgvc).", show_default=False),
+        typer.Option(
+            help="folder of one sub-folder per task (vtab-1k, fgvc); the PASCAL_MT folder "
+            "(pascal-mt); generator options such as limit=128 (dense-synthetic).",
+            show_default=False,
+        ),
     ] = None,
     lr: Annotated[
         str | None,
