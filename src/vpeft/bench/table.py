@@ -203,8 +203,9 @@ def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[
     """Header + one line per method: tasks, group means, both averages, params, PPT (+ Δm)."""
     if not rows:
         return [["method"]]
-    tasks = [t for g in rows[0].groups.values() for t in g]
-    group_names = list(rows[0].groups)
+    # columns no method has a value for (a dense task set's top-1) are left out
+    tasks = [t for g in rows[0].groups.values() for t in g if any(r.cells[t].values for r in rows)]
+    group_names = [g for g in rows[0].groups if any(r.group_mean(g) is not None for r in rows)]
     dm = delta_m_of(rows, reference)
     reference = reference or reference_of(rows)
     extra = list(dict.fromkeys(c for r in rows for c in r.columns))  # first-seen order
