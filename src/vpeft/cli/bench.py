@@ -351,7 +351,8 @@ def print_table(lines: list[list[str]], title: str) -> None:
         table.add_column(head, justify="left" if i == 0 else "right")
     for line in lines[1:]:
         table.add_row(*line)
-    Console(width=max(console.width, 160)).print(table)
+    needed = sum(max(len(line[i]) for line in lines) + 3 for i in range(len(lines[0]))) + 1
+    Console(width=max(console.width, needed)).print(table)
 
 
 @app.command("table")
