@@ -25,8 +25,11 @@ DEMO = "from vpeft.cli.main import app; app()"
 
 
 def demo_seconds(threads: int | None, env: dict[str, str], out: str) -> float:
+    """Wall time of one small demo, in a fresh folder under `out` (the demo keeps its runs in
+    ``--out/store`` and would reuse them in the same folder instead of training)."""
+    fresh = tempfile.mkdtemp(dir=out)
     cmd = [sys.executable, "-c", DEMO, "demo", "--tasks", "synth-objects", "--methods",
-           "linear,lora", "--epochs", "1", "--out", out, "--json", "--no-progress"]  # fmt: skip
+           "linear,lora", "--epochs", "1", "--out", fresh, "--json", "--no-progress"]  # fmt: skip
     if threads is not None:
         cmd += ["--threads", str(threads)]
     start = time.perf_counter()

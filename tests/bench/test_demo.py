@@ -9,7 +9,6 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
-from rich.console import Console
 from typer.testing import CliRunner
 
 import vpeft
@@ -17,8 +16,9 @@ from vpeft import zoo
 from vpeft.analysis import train_step_flops
 from vpeft.bench import DEFAULT_METHODS, DEFAULT_TASKS, RECIPES, DemoRow, run_demo
 from vpeft.bench.demo import step_flops_per_image
-from vpeft.bench.report import group_means, markdown, method_means, plot_png
-from vpeft.cli.demo import _table
+from vpeft.bench.report import group_means, markdown, method_means
+from vpeft.bench.store import ResultStore
+from vpeft.bench.table import build_rows, ppt, table_rows
 from vpeft.cli.main import app
 from vpeft.data import synthetic
 from vpeft.errors import ConfigError
@@ -91,12 +91,30 @@ def test_short_demo_through_the_cli_writes_consistent_outputs(tmp_path: Path) ->
     png = (out / "accuracy_vs_params.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE)
     assert matplotlib.image.imread(out / "accuracy_vs_params.png").shape[:2] == (528, 768)
+    assert b"<svg" in (out / "accuracy_vs_flops.svg").read_bytes()[:500]
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
-    console = Console(record=True, width=160)
-    console.print(_table(rows))
-    shown = console.export_text()
-    assert "lora" in shown and "4,096" in shown and "mean of 1" in shown
+    # the demo's table is `vpeft bench table` on its store: same lines, PPT on the numbers
+    store = ResultStore(out / "store")
+    lines = table_rows(build_rows(store.records(sweep="demo")))
+    assert [record["table"]["header"], *record["table"]["rows"]] == lines
+    assert (out / "table.md").read_text().startswith("# vpeft demo on vit-tiny-synth")
+    by_method = {line[0]: line for line in lines[1:]}
+    ppt_col = lines[0].index("PPT")
+    assert by_method["lora"][1] == f"{lora.test_top1:.1f} ± –"
+    assert by_method["lora"][ppt_col] == f"{ppt(lora.test_top1, lora.trainable_encoder):.2f}"
+    assert by_method["linear"][ppt_col] == f"{linear.test_top1:.2f}"  # P = 0: PPT = M
+    res = runner.invoke(app, ["bench", "table", "--store", str(out / "store"), "--json"])
+    assert json.loads(res.stdout)["rows"] == record["table"]["rows"]
+
+    # run again into the same folder: every run is reused from the store, nothing is trained
+    result = runner.invoke(app, ["demo", *args, "--threads", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "PPT" in result.stdout and "mean of group means" in result.stdout
+    again = json.loads((out / "results.json").read_text())
+    assert [r["test_top1"] for r in again["rows"]] == [r.test_top1 for r in rows]
+    assert [r["wall_s"] for r in again["rows"]] == [r.wall_s for r in rows]  # the stored runs
+    assert len(list((out / "store" / "runs").iterdir())) == 2
 
 
 def _row(method: str, task: str, group: str, top1: float, trainable: int) -> DemoRow:
@@ -127,7 +145,6 @@ def test_report_means_per_method_and_group() -> None:
     text = markdown(rows, {"command": "vpeft demo", "wall_s": 6.0})
     assert "`vpeft demo`" in text and "| lora | 2 | 55.0 |" in text
     assert "| lora | 50.0 | 60.0 |" in text
-    assert plot_png(rows).startswith(PNG_SIGNATURE)
 
 
 def test_unknown_task_or_method_is_a_clear_error(tmp_path: Path) -> None:

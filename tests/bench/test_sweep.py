@@ -1,18 +1,23 @@
 """`vpeft bench` sweeps on Optuna: the plan, two worker processes sharing one sweep (no run done
-twice), a killed worker's run detected by its missing heartbeat and re-run, resume."""
+twice), a killed worker's run detected by its missing heartbeat and re-run, resume. The second
+worker process is forked from the test process (`_fork`), so the tests pay one Python / torch
+start-up, not two or three."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+from typer.testing import CliRunner
 
 from vpeft.bench.store import ResultStore, run_key
 from vpeft.bench.sweep import (
@@ -25,9 +30,9 @@ from vpeft.bench.sweep import (
     load_config,
     work,
 )
+from vpeft.cli.main import app
 from vpeft.errors import ConfigError
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 TINY = {"epochs": 1, "warmup_epochs": 0.0}
 
 
@@ -42,31 +47,6 @@ def _cfg(name: str, **kw) -> SweepConfig:
         limit={"train": 48, "eval": 48},
     )
     return SweepConfig(**{**base, **kw})
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-
-
-def _worker(study: str, storage: str, *extra: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "vpeft.cli.main",
-        "bench",
-        "worker",
-        "--study",
-        study,
-        "--storage",
-        storage,
-        "--device",
-        "cpu",
-        "--json",
-        *extra,
-    ]
-    return subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
 
 
 def test_plan_grid_selection_and_finals(tmp_path: Path) -> None:
@@ -104,29 +84,61 @@ def test_config_file_toml_and_unknown_keys(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.json")
 
 
+def _wait_for_a_running_trial(study: str, storage: str, alive: Callable[[], bool]) -> None:
+    """Block until another worker process has taken a run of `study`."""
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    deadline = time.monotonic() + 180
+    while not loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        assert time.monotonic() < deadline and alive(), "the worker process did not start a run"
+        time.sleep(0.05)
+
+
+def _forked_worker(study: str, storage: str, report_path: str, **kw: Any) -> None:
+    report = work(study, storage, device="cpu", poll_s=0.1, **kw)
+    Path(report_path).write_text(json.dumps(dataclasses.asdict(report)))
+
+
+def _fork(study: str, storage: str, report_path: Path, **kw: Any) -> Any:
+    """Another worker process, forked from this one: its own Optuna connection and SQLite
+    handle, without a second Python / torch start-up (10-20 s on a busy 2-core machine)."""
+    proc = multiprocessing.get_context("fork").Process(
+        target=_forked_worker, args=(study, storage, str(report_path)), kwargs=kw
+    )
+    proc.start()
+    return proc
+
+
 def test_two_workers_share_one_sweep_and_no_run_is_done_twice(tmp_path: Path) -> None:
+    """A worker process (`_fork`) and this process work on one sweep at the same time; this
+    process joins once the other holds a run, so both take runs, and the 6 runs are done once
+    each."""
     store = ResultStore(tmp_path / "store")
     info = create_sweep(_cfg("two", seeds=[0]), store)
-    procs = [_worker("two", info["storage"]) for _ in range(2)]
-    reports = []
-    for p in procs:
-        out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
-        reports.append(json.loads(out))
-    trained = reports[0]["trained"] + reports[1]["trained"]
+    report_path = tmp_path / "there.json"
+    proc = _fork("two", info["storage"], report_path)
+    _wait_for_a_running_trial("two", info["storage"], proc.is_alive)
+    here = work("two", info["storage"], device="cpu", poll_s=0.1)
+    proc.join(240)
+    assert proc.exitcode == 0
+    there = json.loads(report_path.read_text())
+    trained = there["trained"] + here.trained
     records = list(store.records(sweep="two"))
+    assert there["trained"] and here.trained  # both workers trained runs
     assert len(trained) == len(set(trained)) == len(records) == 6  # 2 × (2 grid + 1 seed)
-    assert not reports[0]["reused"] and not reports[1]["reused"]  # no duplicate trials either
-    assert is_complete(info["plan"], store)
+    assert not there["reused"] and not here.reused  # no duplicate trials either
+    assert there["complete"] and here.complete and is_complete(info["plan"], store)
     rec = next(r for r in records if r["labels"]["stage"] == "final")
     assert rec["metrics"]["test_top1"] is not None and rec["metrics"]["val_top1"] is None
     assert rec["params"]["trainable"] > 0 and rec["flops"]["train_step_per_image"] > 0
     assert rec["memory"]["total"] > 0 and len(rec["hashes"]["data"]) == 64
     assert rec["hashes"]["adapter"] and rec["versions"]["torch"]
-    # re-running the sweep trains nothing: every run is already in the store
+    # re-running the sweep (the `bench worker` command) trains nothing: all runs are stored
     again = create_sweep(_cfg("two", seeds=[0]), store)
-    report = work("two", again["storage"], device="cpu")
-    assert report.trained == [] and report.complete
+    res = CliRunner().invoke(
+        app, ["bench", "worker", "--study", "two", "--storage", again["storage"], "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"trained": [], "reused": [], "failed": [], "complete": True}
 
 
 def test_a_killed_workers_run_is_detected_by_heartbeat_and_re_run(tmp_path: Path) -> None:
@@ -140,14 +152,15 @@ def test_a_killed_workers_run_is_detected_by_heartbeat_and_re_run(tmp_path: Path
         limit={"train": 512, "eval": 48},
     )
     info = create_sweep(cfg, store, heartbeat_s=1, grace_s=2)
-    victim = _worker("kill", info["storage"], "--heartbeat", "1", "--grace", "2")
+    victim = _fork("kill", info["storage"], tmp_path / "victim.json", heartbeat_s=1, grace_s=2)
     deadline = time.monotonic() + 120
     work_dir = store.root / "work"
     while not any(work_dir.iterdir()):  # the run has started training
-        assert time.monotonic() < deadline and victim.poll() is None, victim.communicate()
+        assert time.monotonic() < deadline and victim.is_alive(), "the victim did not start"
         time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(30)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(30)
+    assert victim.exitcode == -signal.SIGKILL and not (tmp_path / "victim.json").exists()
     [key] = [p.name for p in work_dir.iterdir()]
     assert not store.has(key)
     report = work("kill", info["storage"], device="cpu", heartbeat_s=1, grace_s=2, poll_s=0.2)

@@ -71,18 +71,37 @@ def test_table_averages_sd_and_ppt() -> None:
     assert long_rows(rows)[1][:6] == ["a", "t1", "natural", 81.0, pytest.approx(1.414, 1e-3), 2]
 
 
-def test_delta_m_against_a_reference_method() -> None:
+def _dense(method: str, seed: int, semseg: float, normals: float, reference: bool = False) -> dict:
+    rec = _rec(method, "pascal-mt", "dense", seed, 0.0, 10)
+    rec["labels"]["reference"] = reference
+    rec["metrics"] = {
+        "test_top1": None,
+        "headline": {"semseg": semseg, "normals": normals},
+        "lower_is_better": ["normals"],
+        "columns": {"semseg": semseg, "normals": normals},
+    }
+    return rec
+
+
+def test_delta_m_against_the_labelled_reference_mean_over_seeds() -> None:
     recs = [
-        _rec(
-            "single", "mt", "dense", 0, 0.0, 10, semseg__miou=50.0, normals__mean_angular_error=20.0
-        ),
-        _rec(
-            "multi", "mt", "dense", 0, 0.0, 5, semseg__miou=55.0, normals__mean_angular_error=22.0
-        ),
+        _dense("full", 0, 50.0, 20.0, reference=True),
+        _dense("full", 1, 54.0, 24.0, reference=True),  # reference means: 52, 22
+        _dense("multi", 0, 57.2, 24.2),
     ]
-    dm = delta_m_of(build_rows(recs), "single")
-    assert dm["single"] == 0.0
-    assert dm["multi"] == pytest.approx(100 * (0.1 - 0.1) / 2)  # +10% mIoU, +10% error
+    rows = build_rows(recs)
+    dm = delta_m_of(rows)  # the reference comes from the records' labels
+    assert dm["full"] == pytest.approx(0.0)
+    # semseg +10% (higher is better), normals +10% error (lower is better): Δm = 0
+    assert dm["multi"] == pytest.approx(100 * ((57.2 - 52) / 52 - (24.2 - 22) / 22) / 2)
+    assert delta_m_of(rows, "multi")["full"] == pytest.approx(
+        100 * ((52 - 57.2) / 57.2 - (22 - 24.2) / 24.2) / 2
+    )
+    header, *lines = table_rows(rows)
+    assert header[-1] == "Δm vs full (%)" and "pascal-mt semseg" in header
+    by_method = {line[0]: line for line in lines}
+    assert by_method["multi"][-1] == f"{dm['multi']:.2f}"
+    assert by_method["full"][header.index("pascal-mt semseg")] == "52.00 ± 2.83"
 
 
 def test_pareto_front_and_plot_files(tmp_path: Path) -> None:
@@ -292,3 +311,53 @@ def test_train_logs_to_tensorboard(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 2 and "tensorboard" in json.loads(res.stdout)["error"]["message"]
+
+
+#: (mean top-1 %, trainable parameters, published PPT) from V-PETL Bench's VTAB-1k and FGVC tables
+#: (github.com/synbol/Parameter-Efficient-Transfer-Learning-Benchmark README, commit c188fad):
+#: linear probing, Adapter, VPT-deep, LoRA, LST, HST (VTAB-1k); LoRA, VPT-deep (FGVC).
+VPETL_ROWS = [
+    (52.94, 0.0, 0.53),
+    (71.44, 0.16e6, 0.71),
+    (69.43, 0.56e6, 0.68),
+    (72.25, 0.29e6, 0.71),
+    (71.70, 2.38e6, 0.65),
+    (75.99, 0.78e6, 0.74),
+    (84.78, 0.77e6, 0.82),
+    (89.10, 0.85e6, 0.86),
+]
+
+
+def test_ppt_hand_computed_and_against_the_published_v_petl_bench_values() -> None:
+    # by hand: P = 9e6 -> log10(1.9) = 0.278754, exp(-0.278754) = 0.756730; × 80 = 60.538
+    assert ppt(80.0, 9e6) == pytest.approx(60.538, abs=1e-3)
+    # V-PETL Bench prints PPT with M as a fraction: our value / 100, rounded to 2 digits
+    assert [round(ppt(m, p) / 100, 2) for m, p, _ in VPETL_ROWS] == [v for *_, v in VPETL_ROWS]
+    # the published column pins C: 10^6 or 10^8 would not reproduce it
+    for c in (1e6, 1e8):
+        assert [round(ppt(m, p, c) / 100, 2) for m, p, _ in VPETL_ROWS] != [
+            v for *_, v in VPETL_ROWS
+        ]
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("mlflow") is not None, reason="mlflow is installed"
+)
+def test_log_mlflow_without_mlflow_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = runner.invoke(
+        app,
+        ["train", "--backbone", "vit-tiny-synth", "--method", "linear", "--data",
+         "synthetic:synth-digits", "--out", str(out), "--log", "mlflow", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 2
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "pip install 'vpeft[mlflow]'" in message and "--log tensorboard" in message
+    assert not out.exists()  # refused before the output folder or any training
+    res = runner.invoke(
+        app,
+        ["bench", "run", "--name", "m", "--store", str(tmp_path / "store"), "--log",
+         "mlflow:file:/tmp/x", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "vpeft[mlflow]" in json.loads(res.stdout)["error"]["message"]
+    assert not (tmp_path / "store").exists()

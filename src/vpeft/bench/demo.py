@@ -10,11 +10,13 @@ one training step and given per image; the run's total is that × images × epoc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +32,7 @@ from ..model import apply
 from ..train import TrainConfig, train
 from ..train.rng import seed_everything
 from ..zoo import bundled_backbone
+from .sweep import SweepConfig
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,64 @@ def run_one(
     )
 
 
+def demo_config(
+    tasks: Sequence[str],
+    recipes: Sequence[MethodRecipe],
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    name: str = "demo",
+) -> SweepConfig:
+    """The demo as a `vpeft bench` sweep: protocol ``demo`` (`vpeft.bench.protocols`), one
+    grid point per method (its recipe), one seed."""
+    from .protocols import demo_train
+
+    overrides = {
+        r.method: {
+            "options": dict(r.options),
+            "train": demo_train(r.epochs, batch_size),
+            "lr": [r.lr],
+            "wd": [r.weight_decay],
+        }
+        for r in recipes
+    }
+    return SweepConfig(
+        name=name,
+        protocol="demo",
+        methods=[r.method for r in recipes],
+        tasks=list(tasks),
+        seeds=[seed],
+        backbone=backbone,
+        method_overrides=overrides,
+    )
+
+
+def row_of(record: dict[str, Any]) -> DemoRow:
+    """The demo's view of one bench run record (`vpeft.bench.store`)."""
+    spec, metrics, params, flops = (record[k] for k in ("spec", "metrics", "params", "flops"))
+    train_cfg = spec["train"]
+    return DemoRow(
+        method=spec["method"],
+        task=record["labels"]["task"],
+        group=record["labels"]["group"],
+        test_top1=metrics["test_top1"],
+        val_top1=metrics["val_top1"],
+        trainable_encoder=params["trainable_encoder"],
+        trainable=params["trainable"],
+        head=params["head"],
+        total=params["total"],
+        train_step_flops_per_image=flops["train_step_per_image"],
+        train_flops=flops["train_total"],
+        train_images=flops["train_images"],
+        epochs=train_cfg["epochs"],
+        lr=train_cfg["lr"],
+        weight_decay=train_cfg["weight_decay"],
+        options=dict(spec["options"]),
+        wall_s=record["time"]["wall_s"],
+    )
+
+
 def run_demo(
     tasks: Sequence[str] = DEFAULT_TASKS,
     methods: Sequence[str] = DEFAULT_METHODS,
@@ -270,31 +331,54 @@ def run_demo(
     on_row: Callable[[DemoRow, int, int], None] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> list[DemoRow]:
-    """Run every method of `methods` on every task of `tasks` (task-major order).
+    """Run every method of `methods` on every task of `tasks` as a `vpeft bench` sweep
+    (`demo_config`), in this process and without a sweep engine (`sweep.run_serial`).
 
-    `epochs` overrides the per-method epochs of `RECIPES`; `threads` (default: the cores this
-    process may use) sets torch's intra-op threads for the run. `on_row(row, done, total)` is
-    called after each run. With `out_dir`, ``results.json``, ``results.md`` and
-    ``accuracy_vs_params.png`` are written there (see `vpeft.bench.report`); `meta` is added to
-    the JSON and markdown headers.
+    Runs go to the result store ``<out_dir>/store`` (a temporary one without `out_dir`); a run
+    already there is reused, not trained again. `epochs` overrides the per-method epochs of
+    `RECIPES`; `threads` (default: the cores this process may use) sets torch's intra-op threads.
+    `on_row(row, done, total)` is called after each run. With `out_dir`, the bench table
+    (``table.md``, ``table.csv``), the bench plots (``accuracy_vs_{params,memory,flops}`` PNG +
+    SVG) and ``results.json`` / ``results.md`` (the same table plus every run) are written there
+    (see `vpeft.bench.report`); `meta` is added to the JSON and markdown headers. Rows come back
+    task-major (every method on the first task, then the second, ...).
     """
+    import tempfile
+
+    from .store import ResultStore, run_key
+    from .sweep import build_plan, final_specs, run_serial
+
     tasks = check_tasks(tasks)
     recipes = resolve_recipes(methods, epochs)
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     entry = bundled_backbone(backbone)
-    rows: list[DemoRow] = []
+    cfg = demo_config(tasks, recipes, backbone=backbone, seed=seed, batch_size=batch_size)
+    plan = build_plan(cfg)
     start = time.perf_counter()
-    with torch_threads(threads):
-        reference = entry.create(pretrained=True)
-        for task in tasks:
-            data = load_task_data(task, reference, seed=0)
-            for recipe in recipes:
-                row = run_one(backbone, recipe, task, data, seed=seed, batch_size=batch_size)
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row, len(rows), len(tasks) * len(recipes))
+    with contextlib.ExitStack() as stack:
+        root = (
+            Path(out_dir) / "store"
+            if out_dir is not None
+            else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        )
+        store = ResultStore(root)
+        total, done = len(plan["units"]), []
+
+        def finished(key: str, labels: dict[str, Any], state: str) -> None:
+            if state == "done" and on_row is not None:
+                done.append(key)
+                on_row(row_of(store.get(key) or {}), len(done), total)
+
+        with torch_threads(threads):
+            run_serial(plan, store, device="cpu", on_run=finished)
+        keys = {
+            (u["task"], u["method"]): run_key(final_specs(plan, u, *u["grid"][0])[0])
+            for u in plan["units"]
+        }
+        records = [store.get(keys[t, r.method]) for t in tasks for r in recipes]
+    rows = [row_of(r) for r in records if r is not None]
     if out_dir is not None:
         from .report import write_outputs
 
@@ -311,7 +395,9 @@ def run_demo(
             "threads": threads,
             "torch": torch.__version__,
             "wall_s": time.perf_counter() - start,
+            "store": str(Path(out_dir) / "store"),
+            "sweep": cfg.name,
             **(meta or {}),
         }
-        write_outputs(rows, info, out_dir)
+        write_outputs(rows, [r for r in records if r is not None], info, out_dir)
     return rows

@@ -1,10 +1,9 @@
-"""Demo outputs: per-method means, ``results.json``, ``results.md`` and the accuracy-vs-parameters
-plot, each written atomically (`vpeft.atomic`)."""
+"""Demo outputs: the `vpeft bench` table and plots of the demo's runs, and ``results.json`` /
+``results.md`` (the same table plus every run and per-method means), each written atomically
+(`vpeft.atomic`)."""
 
 from __future__ import annotations
 
-import io
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,9 +79,9 @@ def _tflops(flops: float) -> str:
     return f"{flops / 1e12:.2f}"
 
 
-def markdown(rows: Sequence[DemoRow], meta: dict[str, Any]) -> str:
-    """``results.md``: the full table, the per-method means and the group means."""
-    lines = ["# vpeft demo results", ""]
+def markdown(rows: Sequence[DemoRow], meta: dict[str, Any], heading: str = "# vpeft demo") -> str:
+    """The runs' part of ``results.md``: every run, the per-method means and the group means."""
+    lines = [heading, ""] if heading else []
     if meta.get("command"):
         lines += [f"Command: `{meta['command']}`", ""]
     lines += [
@@ -132,56 +131,43 @@ def markdown(rows: Sequence[DemoRow], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_png(rows: Sequence[DemoRow], title: str = "") -> bytes:
-    """PNG bytes: mean test top-1 over tasks against trainable parameters (log x, head
-    included), one marker per method."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def bench_outputs(
+    records: Sequence[dict[str, Any]], out: Path, title: str
+) -> tuple[list[list[str]], dict[str, Path]]:
+    """`vpeft bench table` and `vpeft bench plot` of `records`: the table's lines and the files
+    (``table.md``, ``table.csv``, ``accuracy_vs_<axis>.png`` / ``.svg``)."""
+    from .plot import write_plots
+    from .table import build_rows, long_rows, table_rows, to_csv
+    from .table import markdown as table_markdown
 
-    means = method_means(rows)
-    fig = Figure(figsize=(6.4, 4.4), dpi=120)
-    FigureCanvasAgg(fig)  # Agg canvas, no pyplot / GUI backend involved
-    ax = fig.add_subplot()
-    markers = "osD^vP*Xh<>p"
-    for i, m in enumerate(means):
-        ax.scatter(
-            m["trainable"],
-            m["test_top1"],
-            s=60,
-            marker=markers[i % len(markers)],
-            label=m["method"],
-        )
-        ax.annotate(
-            m["method"],
-            (m["trainable"], m["test_top1"]),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=8,
-        )
-    ax.set_xscale("log")
-    lo = min(m["trainable"] for m in means)
-    hi = max(m["trainable"] for m in means)
-    ax.set_xlim(10 ** (math.log10(lo) - 0.3), 10 ** (math.log10(hi) + 0.5))
-    ax.set_xlabel("trainable parameters (encoder + head, mean over tasks, log scale)")
-    ax.set_ylabel(f"mean test top-1 over {len({r.task for r in rows})} tasks (%)")
-    ax.set_title(title or "vpeft demo: accuracy vs trainable parameters", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    rows = build_rows(records)
+    lines = table_rows(rows)
+    files = {"table_markdown": out / "table.md", "table_csv": out / "table.csv"}
+    atomic_write_bytes(files["table_markdown"], table_markdown(lines, title).encode())
+    atomic_write_bytes(files["table_csv"], to_csv(long_rows(rows)).encode())
+    for path in write_plots(rows, out, title=title):
+        files[path.stem + "_" + path.suffix.lstrip(".")] = path
+    return lines, files
 
 
 def write_outputs(
-    rows: Sequence[DemoRow], meta: dict[str, Any], out_dir: str | os.PathLike[str]
+    rows: Sequence[DemoRow],
+    records: Sequence[dict[str, Any]],
+    meta: dict[str, Any],
+    out_dir: str | os.PathLike[str],
 ) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md`` and ``accuracy_vs_params.png`` into `out_dir`."""
+    """The bench table and plots of `records` (`bench_outputs`), then ``results.json`` (meta,
+    the table, every run, means) and ``results.md`` (the table, then every run) into `out_dir`."""
+    from .table import markdown as table_markdown
+
     out = Path(out_dir)
-    paths = {"json": out / JSON_NAME, "markdown": out / MARKDOWN_NAME, "plot": out / PLOT_NAME}
-    atomic_write_bytes(paths["plot"], plot_png(rows))
-    atomic_write_bytes(paths["markdown"], markdown(rows, meta).encode())
+    title = f"vpeft demo on {meta.get('backbone')}"
+    lines, paths = bench_outputs(records, out, title)
+    paths = {"json": out / JSON_NAME, "markdown": out / MARKDOWN_NAME, **paths}
+    text = table_markdown(lines, title) + "\n" + markdown(rows, meta, "## Every run")
+    atomic_write_bytes(paths["markdown"], text.encode())
     record = results_json(rows, meta)
+    record["table"] = {"header": lines[0], "rows": lines[1:]}
     record["files"] = {k: str(v) for k, v in paths.items()}
     atomic_write_bytes(paths["json"], (dumps_strict(record, indent=2) + "\n").encode())
     return paths

@@ -21,6 +21,8 @@ import platform
 import socket
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from torch.utils.data import Subset
 
 from .. import __version__
 from ..analysis import train_step_flops, training_memory
+from ..analysis.flops import output_loss
 from ..cli.data_option import (
     DataSpec,
     backbone_data_config,
@@ -41,6 +44,7 @@ from ..cli.data_option import (
 from ..factory import create_backbone
 from ..model import apply
 from ..train import TrainConfig, train
+from ..train.batches import run_model
 from ..train.checkpoint import CHECKPOINT_NAME
 from ..train.loop import ADAPTER_NAME
 from ..train.rng import seed_everything
@@ -111,6 +115,129 @@ def train_config_of(spec: dict[str, Any], work_dir: Path, device: str) -> TrainC
     )
 
 
+@dataclass
+class Built:
+    """A run ready to train: the model, its inputs by role, and how to measure one step."""
+
+    pm: Any
+    inputs: dict[str, Any]  # "train", and "val" / "test" as the spec asks
+    example: Any  # what the model is called with for one training sample
+    loss: Callable[[Any], torch.Tensor]  # of the model's output on `example`
+    model_call: Any  # the module whose call is measured (the model, or all its tasks)
+
+
+class _AllTasks(torch.nn.Module):
+    """Calls a multi-task `PeftModel` on every task at once (one output dict), for counting."""
+
+    def __init__(self, pm: Any) -> None:
+        super().__init__()
+        self.pm = pm
+
+    def forward(self, inputs: Any) -> Any:
+        return run_model(self.pm, inputs, self.pm.tasks)
+
+
+def _count(data: Any) -> int:
+    return len(data[1]) if isinstance(data, tuple) else len(data)
+
+
+def _build_classification(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
+    limit = spec.get("limit") or {}
+    dcfg = backbone_data_config(model)
+    transform = dcfg.transform()
+    train_ds = load_split(data, spec["train_split"], transform)
+    num_classes = num_classes_of(train_ds, data)
+    classes = getattr(train_ds, "classes", None) if data.kind == "folder" else None
+    inputs = {"train": _limited(training_input(train_ds, dcfg.input_size), limit.get("train"))}
+    for role, split in spec["eval_splits"].items():
+        ds = load_split(data, split, transform, classes)
+        inputs[role] = _limited(training_input(ds, dcfg.input_size), limit.get("eval"))
+    pm = apply(model, spec["method"], num_classes=num_classes, **spec.get("options", {}))
+    first = inputs["train"][0][:1] if isinstance(inputs["train"], tuple) else None
+    if first is None:
+        first = inputs["train"][0][0].unsqueeze(0)
+    labels = torch.zeros(1, dtype=torch.long)
+    return Built(pm, inputs, first, lambda logits: F.cross_entropy(logits, labels), pm)
+
+
+def _example(pm: Any, dataset: Any) -> Any:
+    from torch.utils.data import default_collate
+
+    from ..train.batches import model_inputs
+
+    return model_inputs(default_collate([dataset[0]]), pm.tasks)
+
+
+def _build_dense(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
+    from ..cli.dense import dense_split, tasks_for
+
+    limit = spec.get("limit") or {}
+    dcfg = backbone_data_config(model)
+    tasks = tasks_for(spec["tasks"], data.kind)
+    names = [t.name for t in tasks]
+
+    def split(name: str, n: int | None) -> Any:
+        ds = dense_split(data.kind, data.root, name, dcfg.input_size, dcfg.mean, dcfg.std, names)
+        return _limited(ds, n)
+
+    inputs = {"train": split(spec["train_split"], limit.get("train"))}
+    for role, name in spec["eval_splits"].items():
+        inputs[role] = split(name, limit.get("eval"))
+    shared = True if spec.get("shared") else None
+    pm = apply(model, spec["method"], tasks=tasks, shared=shared, **spec.get("options", {}))
+    return Built(pm, inputs, _example(pm, inputs["train"]), output_loss, _AllTasks(pm))
+
+
+def _build_vl(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
+    from ..cli.vl_data import vl_data
+
+    limit = spec.get("limit") or {}
+    roles = ("train", *spec["eval_splits"])
+    vl = vl_data(data.root, model, roles)
+    inputs = {"train": _limited(vl.splits["train"], limit.get("train"))}
+    inputs.update({role: vl.splits[role] for role in spec["eval_splits"]})  # galleries whole
+    pm = apply(model, spec["method"], tasks=[vl.task], **spec.get("options", {}))
+    return Built(pm, inputs, _example(pm, inputs["train"]), output_loss, _AllTasks(pm))
+
+
+#: VL headline metric of each part, as in docs/results/vl.md.
+VL_HEADLINE = {"vqa": "vqa/vqa_score", "nlvr2": "nlvr2/top1", "retrieval": "retrieval/rsum",
+               "clip-base": "clip/top1"}  # fmt: skip
+
+
+def _dense_metrics(pm: Any, last: dict[str, Any], scored: str) -> dict[str, Any]:
+    from ..cli.dense import headlines, task_results
+    from ..tasks.dense import HEADLINES
+
+    headline = headlines(task_results(last, pm.tasks, scored), pm.tasks)
+    lower = [n for n in headline if HEADLINES[pm.tasks[n].kind][1]]
+    return {"headline": headline, "lower_is_better": lower, "columns": dict(headline)}
+
+
+def _vl_metrics(
+    pm: Any, model: Any, part: str, last: dict[str, Any], scored: str, config: TrainConfig
+) -> dict[str, Any]:
+    from ..cli.vl_data import evaluation_task, results, vl_data
+    from ..tasks.vl import base_to_new
+    from ..train.device import autocast_dtype, resolve_device
+    from ..train.evaluate import evaluate_tasks
+
+    values = results(last, scored)
+    score = values.get(VL_HEADLINE[part])
+    out: dict[str, Any] = {"results": values, "score": score}
+    if part == "clip-base" and scored == "test":  # base-to-new: the new classes after training
+        task = next(iter(pm.tasks.values()))
+        pm.tasks[task.name] = evaluation_task("clip-new", task)
+        device = resolve_device(config.device)
+        new_data = vl_data("clip-new", model, ("test",)).splits["test"]
+        scores = evaluate_tasks(pm, new_data, config.eval_batch_size, device,
+                                autocast_dtype(config.amp, device))  # fmt: skip
+        summary = base_to_new(score, scores[task.name].values["top1"])
+        out.update(base_to_new=summary, score=summary["hm"])
+        out["columns"] = {"base": summary["base"], "new": summary["new"], "HM": summary["hm"]}
+    return out
+
+
 def execute(
     spec: dict[str, Any],
     work_dir: Path,
@@ -121,34 +248,33 @@ def execute(
 ) -> dict[str, Any]:
     """Run `spec` in `work_dir`; the record's spec-derived fields (see `store` for the format).
 
+    The data kind decides what is built: image classification (top-1), a dense multi-task
+    model (``dense-synthetic:`` / ``pascal-mt:`` data, a ``tasks`` field; per-task headline
+    metrics) or a VL task (``vl-synthetic:`` data; its headline metric, CLIP base/new/HM).
     A checkpoint already in `work_dir` (a killed attempt) is resumed.
     """
+    from ..cli.dense import DENSE_KINDS
+    from ..cli.vl_data import KIND as VL_KIND
+
     started, t0 = _now(), time.perf_counter()
-    limit = spec.get("limit") or {}
+    # one seed before anything random: the backbone's construction, then the method's initial
+    # values (the order `vpeft demo` always had, so its numbers did not change when it moved here)
+    seed_everything(spec["train"].get("seed", 0))
     model = create_backbone(spec["backbone"], spec.get("weights"), spec.get("img_size"))
     backbone_sha = tensor_hash(v for _, v in sorted(model.state_dict().items()))
-    dcfg = backbone_data_config(model)
     data = DataSpec.parse(spec["data"])
-    transform = dcfg.transform()
-    train_ds = load_split(data, spec["train_split"], transform)
-    num_classes = num_classes_of(train_ds, data)
-    classes = getattr(train_ds, "classes", None) if data.kind == "folder" else None
-    inputs = {"train": _limited(training_input(train_ds, dcfg.input_size), limit.get("train"))}
-    for role, split in spec["eval_splits"].items():
-        ds = load_split(data, split, transform, classes)
-        inputs[role] = _limited(training_input(ds, dcfg.input_size), limit.get("eval"))
     config = train_config_of(spec, work_dir, device)
-
-    seed_everything(config.seed)  # the method's initial values
-    pm = apply(model, spec["method"], num_classes=num_classes, **spec.get("options", {}))
-    first = inputs["train"][0][:1] if isinstance(inputs["train"], tuple) else None
-    if first is None:
-        first = inputs["train"][0][0].unsqueeze(0)
-    labels = torch.zeros(1, dtype=torch.long)
+    if data.kind in DENSE_KINDS:
+        built = _build_dense(spec, model, data)
+    elif data.kind == VL_KIND:
+        built = _build_vl(spec, model, data)
+    else:
+        built = _build_classification(spec, model, data)
+    pm, inputs = built.pm, built.inputs
     pm.train()
-    step = train_step_flops(pm, first, lambda logits: F.cross_entropy(logits, labels))
+    step = train_step_flops(built.model_call, built.example, built.loss)
     pm.zero_grad(set_to_none=True)
-    memory = training_memory(pm, first, lambda logits: F.cross_entropy(logits, labels))
+    memory = training_memory(built.model_call, built.example, built.loss)
     pm.zero_grad(set_to_none=True)
     counts = pm.summary().as_dict()
 
@@ -171,10 +297,15 @@ def execute(
     finally:
         if tracker is not None:
             tracker.close()
+    last = result.history[-1] if result.history else {}
+    scored = "test" if "test" in inputs else "val"
+    extra: dict[str, Any] = {}
+    if data.kind in DENSE_KINDS:
+        extra = _dense_metrics(pm, last, scored)
+    elif data.kind == VL_KIND:
+        extra = _vl_metrics(pm, model, data.root, last, scored, config)
     adapter = work_dir / ADAPTER_NAME
-    n_train = (
-        len(inputs["train"][1]) if isinstance(inputs["train"], tuple) else len(inputs["train"])
-    )
+    n_train = _count(inputs["train"])
     return {
         "spec": spec,
         "hashes": {
@@ -187,9 +318,11 @@ def execute(
             "val_loss": result.val_loss,
             "test_top1": result.test_top1,
             "test_loss": result.test_loss,
-            "train_loss": result.history[-1].get("train_loss") if result.history else None,
+            "train_loss": last.get("train_loss"),
             "epochs": result.epochs,
             "resumed": resume,
+            "scored_split": scored,
+            **extra,
             "history": result.history,
         },
         "params": counts,
@@ -198,7 +331,8 @@ def execute(
             "forward_per_image": int(step.forward),
             "train_total": int(step.train_step) * n_train * config.epochs,
             "train_images": n_train,
-            "note": "PyTorch FLOP counter, 2 FLOPs per multiply-accumulate, batch of one",
+            "note": "PyTorch FLOP counter, 2 FLOPs per multiply-accumulate, batch of one "
+            "(one sample: an image, an image + text, or an NLVR2 pair)",
         },
         "memory": {
             **dataclasses.asdict(memory),
@@ -206,7 +340,7 @@ def execute(
             "cuda_max_allocated": (
                 torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
             ),
-            "note": "one AdamW step on one image: weights + grads + optimizer + saved activations",
+            "note": "one AdamW step on one sample: weights + grads + optimizer + saved activations",
         },
         "time": {
             "wall_s": time.perf_counter() - t0,

@@ -16,9 +16,12 @@ Layout of a store folder (format ``vpeft.bench.run/1``)::
     key      the run key
     spec     what was run: backbone, weights, method, options, data, splits, train config, seed
     labels   how sweeps used it: sweeps (list of sweep names), protocol, stage ("select" |
-             "final"), task, group
+             "final"), method, task, group, unit, reference (the dense Δm reference run)
     hashes   sha256 of the data actually fed (inputs + labels), backbone weights and adapter file
-    metrics  last-epoch val/test top-1 and losses, the per-epoch history
+    metrics  last-epoch val/test top-1 and losses, the per-epoch history, scored_split; dense:
+             headline (task -> mIoU / mean angular error), lower_is_better; VL: results (the
+             split's metrics), score (the headline), base_to_new (CLIP); columns (extra table
+             columns)
     params   trainable (encoder + head), trainable_encoder, head, total
     flops    train_step_per_image (forward + backward), forward_per_image, train_total
     memory   param/grad/optimizer/saved-activation bytes of one step, their total;

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OutputError, VpeftError
-from .protocols import get_protocol, preset_for, with_overrides
+from .protocols import dense_task_names, get_protocol, preset_for, with_overrides
 from .store import ResultStore, canonical_json, run_key
 
 #: Seconds between heartbeats of a running trial, and after which a silent one is stale.
@@ -60,11 +60,12 @@ class SweepConfig:
     methods: list[str] = field(default_factory=lambda: ["linear", "lora"])
     tasks: list[str] = field(default_factory=lambda: ["synth-digits"])
     seeds: list[int] = field(default_factory=lambda: [0])
-    backbone: str = "vit-tiny-synth"
+    backbone: str | None = None  # default: the protocol's (`Protocol.backbone_for`)
     weights: str | None = None
     img_size: int | None = None
     data_root: str | None = None
-    #: per-method overrides: {"lora": {"options": {...}, "train": {...}, "lr": [...], "wd": [...]}}
+    #: per-method overrides: {"lora": {"options": {...}, "train": {...}, "lr": [...], "wd": [...]}};
+    #: dense protocols also take "shared": true (one copy of the method for all tasks)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: overrides for every method: train settings, lr / wd grids
     train: dict[str, Any] = field(default_factory=dict)
@@ -73,31 +74,37 @@ class SweepConfig:
     limit: dict[str, int] | None = None
 
     def validate(self) -> None:
-        get_protocol(self.protocol)
+        protocol = get_protocol(self.protocol)
         if not self.methods or not self.tasks or not self.seeds:
             raise ConfigError("a sweep needs at least one method, one task and one seed")
+        for task in self.tasks:
+            protocol.check_task(task)
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds repeat: {self.seeds}")
 
 
-def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any], Any]:
-    """The run spec shared by every run of (method, task), and the method's preset."""
+def base_spec(
+    cfg: SweepConfig, method: str, task: str, reference: bool = False
+) -> tuple[dict[str, Any], Any]:
+    """The run spec shared by every run of (method, task), and the method's preset. The dense
+    `reference` unit is never shared (one copy of the method per task)."""
     protocol = get_protocol(cfg.protocol)
     extra = cfg.method_overrides.get(method, {})
-    unknown = set(extra) - {"options", "train", "lr", "wd"}
+    unknown = set(extra) - {"options", "train", "lr", "wd", "shared"}
     if unknown:
         raise ConfigError(
-            f"method override keys {sorted(unknown)} for {method}: use options, train, lr, wd"
+            f"method override keys {sorted(unknown)} for {method}: use options, train, lr, wd "
+            "(and shared for dense protocols)"
         )
     preset = with_overrides(
-        preset_for(cfg.protocol, method),
+        preset_for(cfg.protocol, method, task),
         extra.get("options"),
         {**cfg.train, **extra.get("train", {})},
         extra.get("lr") or cfg.lr,
         extra.get("wd") or cfg.wd,
     )
     spec = {
-        "backbone": cfg.backbone,
+        "backbone": protocol.backbone_for(task, cfg.backbone),
         "weights": cfg.weights,
         "img_size": cfg.img_size,
         "method": method,
@@ -106,6 +113,11 @@ def base_spec(cfg: SweepConfig, method: str, task: str) -> tuple[dict[str, Any],
         "train": dict(sorted(preset.train.items())),
         "limit": cfg.limit,
     }
+    if protocol.kind == "dense":  # which decoders, and one method copy per task or shared
+        spec["tasks"] = ",".join(dense_task_names(task))
+        spec["shared"] = bool(extra.get("shared", False)) and not reference
+    elif "shared" in extra:
+        raise ConfigError(f"'shared' applies to dense protocols, not {cfg.protocol}")
     return spec, preset
 
 
@@ -130,10 +142,22 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
     """Every (method, task) unit: its grid runs (selection) and how to make its final runs."""
     cfg.validate()
     protocol = get_protocol(cfg.protocol)
+    reference = protocol.reference
+    entries = [(m, False) for m in cfg.methods]
+    shared_ref = cfg.method_overrides.get(reference or "", {}).get("shared", False)
+    if reference and (reference not in cfg.methods or shared_ref):
+        entries.append((reference, True))  # Δm needs the reference inside the sweep
     units = []
-    for method, task in itertools.product(cfg.methods, cfg.tasks):
-        spec, preset = base_spec(cfg, method, task)
+    for (method, is_ref), task in itertools.product(entries, cfg.tasks):
+        spec, preset = base_spec(cfg, method, task, is_ref)
         grid = [list(p) for p in itertools.product(preset.lr_grid, preset.wd_grid)]
+        if len(grid) > 1 and not protocol.select_eval:
+            raise ConfigError(
+                f"protocol {protocol.name} has no selection split ({protocol.description}); "
+                f"give {method} one lr and one weight decay"
+            )
+        shared = spec.get("shared", False)
+        name = f"{method}+shared" if shared else method
         select = (
             [
                 with_run(
@@ -146,8 +170,9 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
         )
         units.append(
             {
-                "unit": f"{method}/{task}",
-                "method": method,
+                "unit": f"{name}/{task}",
+                "method": name,
+                "reference": method == reference and not shared,
                 "task": task,
                 "group": protocol.group_of(task),
                 "grid": grid,
@@ -161,9 +186,11 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
 
 def final_specs(plan: dict[str, Any], unit: dict[str, Any], lr: float, wd: float) -> list[dict]:
     protocol = get_protocol(plan["protocol"])
+    scored = {"test": protocol.final_test}
+    if protocol.final_val is not None:
+        scored = {"val": protocol.final_val, **scored}
     return [
-        with_run(unit["base"], lr, wd, seed, protocol.final_train, {"test": protocol.final_test})
-        for seed in plan["seeds"]
+        with_run(unit["base"], lr, wd, seed, protocol.final_train, scored) for seed in plan["seeds"]
     ]
 
 
@@ -178,7 +205,7 @@ def choose(unit: dict[str, Any], store: ResultStore) -> tuple[float, float] | No
         record = store.get(run_key(spec))
         if record is None:
             return None
-        value = record["metrics"].get("val_top1")
+        value = run_value(record, "select")
         value = -math.inf if value is None else value
         if best is None or value > best[0]:
             best = (value, i)
@@ -196,6 +223,7 @@ def labels_of(plan: dict[str, Any], unit: dict[str, Any], stage: str) -> dict[st
         "task": unit["task"],
         "group": unit["group"],
         "unit": unit["unit"],
+        "reference": unit.get("reference", False),
     }
 
 
@@ -327,10 +355,80 @@ class WorkerReport:
     complete: bool = False
 
 
+def run_value(record: dict[str, Any], stage: str) -> float | None:
+    """What a run scored: val (selection) or test (final) top-1, else its headline ``score``
+    (VL tasks); None for dense runs, which have one headline per task."""
+    metrics = record["metrics"]
+    value = metrics.get("val_top1" if stage == "select" else "test_top1")
+    return metrics.get("score") if value is None else value
+
+
 def _metric(record: dict[str, Any], labels: dict[str, Any]) -> float:
-    name = "val_top1" if labels.get("stage") == "select" else "test_top1"
-    value = record["metrics"].get(name)
-    return float("nan") if value is None else float(value)
+    """The Optuna trial's value (informational: the plan, not the sampler, decides)."""
+    value = run_value(record, labels.get("stage", "final"))
+    return 0.0 if value is None else float(value)
+
+
+def run_and_store(
+    spec: dict[str, Any],
+    labels: dict[str, Any],
+    store: ResultStore,
+    *,
+    device: str = "auto",
+    log: str | None = None,
+    trial: dict[str, Any] | None = None,
+    on_run: Callable[[str, dict[str, Any], str], None] | None = None,
+) -> dict[str, Any]:
+    """Train one run of a plan in its work folder (`runner.execute`) and put its record."""
+    from .runner import execute
+
+    key = run_key(spec)
+    if on_run:
+        on_run(key, labels, "start")
+    record = execute(
+        spec,
+        store.work_dir(key),
+        device=device,
+        log=log,
+        run_name=f"{labels['unit']}/{labels['stage']}/{key}",
+    )
+    record.update({"key": key, "labels": labels, "status": "done", "trial": trial})
+    store.put(record)
+    if on_run:
+        on_run(key, labels, "done")
+    return record
+
+
+def run_serial(
+    plan: dict[str, Any],
+    store: ResultStore,
+    *,
+    device: str = "auto",
+    log: str | None = None,
+    on_run: Callable[[str, dict[str, Any], str], None] | None = None,
+) -> WorkerReport:
+    """Run a plan in this process, one run after the other, in plan order, without an engine
+    (no Optuna, no storage): the dependency-free path that `vpeft demo` takes. Runs already in
+    the store are reused (labelled with this plan's name), never trained again; the final runs
+    follow once their unit's selection is complete, as with the workers."""
+    report = WorkerReport()
+    while True:
+        pending = []
+        for spec, labels in planned_runs(plan, store):
+            key = run_key(spec)
+            if store.has(key):
+                if key not in report.reused and key not in report.trained:
+                    store.add_sweep_label(key, plan["name"])
+                    report.reused.append(key)
+            else:
+                pending.append((spec, labels))
+        if not pending:
+            break
+        for spec, labels in pending:
+            run_and_store(spec, labels, store, device=device, log=log, on_run=on_run)
+            report.trained.append(run_key(spec))
+    report.complete = is_complete(plan, store)
+    return report
 
 
 def work(
@@ -350,8 +448,6 @@ def work(
     nothing is left that it could wait for, or `max_runs` runs were taken)."""
     optuna = require_optuna()
     from optuna.trial import TrialState
-
-    from .runner import execute
 
     _quiet_optuna()
     storage = open_storage(storage_url, heartbeat_s, grace_s)
@@ -375,33 +471,22 @@ def work(
             store.add_sweep_label(key, plan["name"])
             report.reused.append(key)
             return _metric(done, labels)
-        if on_run:
-            on_run(key, labels, "start")
         try:
-            record = execute(
+            record = run_and_store(
                 spec,
-                store.work_dir(key),
+                labels,
+                store,
                 device=device,
                 log=log,
-                run_name=f"{labels['unit']}/{labels['stage']}/{key}",
+                trial={"study": study_name, "number": trial.number},
+                on_run=on_run,
             )
         except OutputError as err:  # another worker holds this run's folder
             raise optuna.TrialPruned(str(err)) from None
         except VpeftError:
             report.failed.append(key)
             raise
-        record.update(
-            {
-                "key": key,
-                "labels": labels,
-                "status": "done",
-                "trial": {"study": study_name, "number": trial.number},
-            }
-        )
-        store.put(record)
         report.trained.append(key)
-        if on_run:
-            on_run(key, labels, "done")
         return _metric(record, labels)
 
     taken = 0

@@ -4,12 +4,18 @@
   group, then the groups) and **mean of all tasks** (the 19-task average of VQT / Head2Toe);
 * **mean ± sd** over seeds (sample standard deviation, n − 1; "±–" for a single seed);
 * **PPT** (performance-parameter trade-off, V-PETL Bench, Xin et al., NeurIPS 2024 Datasets and
-  Benchmarks, arXiv 2402.02242): ``PPT = M · exp(−log10(P / C + 1))`` with M the mean accuracy
-  (%), P the trainable parameters of the encoder (head excluded, as the PETL papers count) and
-  C = 10^7 — a method with few parameters keeps almost all of M, one with ~10^7 loses ~26%;
-* **Δm** for dense multi-task runs (Maninis et al.; Polyhistor): `vpeft.tasks.dense.delta_m`
-  against a reference method's per-task metrics (``--reference``), for records whose metrics
-  hold ``test/<task>/<metric>`` keys.
+  Benchmarks; `ppt` says how the formula was checked): ``PPT = M · exp(−log10(P / C + 1))``
+  with M the mean accuracy (%), P the trainable parameters of the encoder (head excluded, as
+  the PETL papers count) and C = 10^7 — a method with few parameters keeps almost all of M,
+  one with ~10^7 loses ~26%;
+* **Δm** for dense multi-task runs (Maninis et al.; Polyhistor; docs/results/dense.md):
+  ``Δm = (100/T) Σ_t (−1)^{l_t} (M_t − M_ref,t) / M_ref,t`` over the per-task headline metrics
+  (mIoU; mean angular error for normals, l_t = 1) in the records' ``metrics.headline``, with
+  M_ref the mean over seeds of the reference (the sweep's run labelled ``reference``: single-task
+  full fine-tuning; or ``--reference METHOD``) — `vpeft.tasks.dense.delta_m`;
+* extra per-task columns a record names in ``metrics.columns`` (dense headlines; CLIP base,
+  new and harmonic mean), mean ± sd over seeds. A VL record's cell is its ``metrics.score``
+  (VQA score, NLVR2 top-1, retrieval rsum, CLIP HM) where it has no top-1.
 
 Only final-stage records are tabulated (selection runs score val200, never test).
 """
@@ -30,7 +36,17 @@ GROUP_ORDER = ("natural", "specialized", "structured", "fgvc")
 
 
 def ppt(accuracy: float, trainable: float, c: float = PPT_C) -> float:
-    """V-PETL Bench's performance-parameter trade-off: ``M · exp(−log10(P / C + 1))``."""
+    """V-PETL Bench's performance-parameter trade-off: ``PPT = M · exp(−log10(P / C + 1))``.
+
+    `accuracy` is M in percent (V-PETL Bench prints PPT with M as a fraction, i.e. ours / 100),
+    `trainable` is P, C = 10^7. Source check: the formula and C were verified against the
+    published PPT column of V-PETL Bench's results tables (README of
+    github.com/synbol/Parameter-Efficient-Transfer-Learning-Benchmark, commit c188fad, VTAB-1k and
+    FGVC, ViT-B/16): with C = 10^7 every row checked rounds to the published value (e.g. LST
+    71.70 %, 2.38M -> 0.65; VPT-deep 69.43 %, 0.56M -> 0.68), while C = 10^6 or 10^8 do not
+    (tests/bench/test_table_plot_reproduce.py). The README states no formula itself; the formula
+    text is from the V-PETL Bench paper (Xin et al., NeurIPS 2024 Datasets and Benchmarks).
+    """
     return accuracy * math.exp(-math.log10(trainable / c + 1.0))
 
 
@@ -65,7 +81,11 @@ class MethodRow:
     train_flops_per_image: float
     memory_bytes: float
     seeds: int
-    dense: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metric -> mean
+    #: dense: task set -> headline metric -> mean over seeds, and the lower-is-better names
+    dense: dict[str, dict[str, float]] = field(default_factory=dict)
+    lower: set[str] = field(default_factory=set)
+    columns: dict[str, Cell] = field(default_factory=dict)  # "<task> <name>" -> values
+    reference: bool = False  # the dense reference (single-task full fine-tuning)
 
     @property
     def mean_all(self) -> float | None:
@@ -91,6 +111,12 @@ def _finals(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r.get("labels", {}).get("stage") == "final"]
 
 
+def _value(record: dict[str, Any], metric: str) -> float | None:
+    metrics = record["metrics"]
+    value = metrics.get(metric)
+    return metrics.get("score") if value is None else value
+
+
 def build_rows(records: Iterable[dict[str, Any]], metric: str = "test_top1") -> list[MethodRow]:
     """One row per method (first-seen order, by task then seed) from final-stage records."""
     finals = sorted(
@@ -109,13 +135,19 @@ def build_rows(records: Iterable[dict[str, Any]], metric: str = "test_top1") -> 
     rows = []
     for method, recs in by_method.items():
         cells: dict[str, Cell] = {t: Cell() for t in tasks}
+        columns: dict[str, Cell] = {}
         dense: dict[str, dict[str, list[float]]] = {}
+        lower: set[str] = set()
         for r in recs:
-            value = r["metrics"].get(metric)
+            task, metrics = r["labels"]["task"], r["metrics"]
+            value = _value(r, metric)
             if value is not None:
-                cells[r["labels"]["task"]].values.append(float(value))
-            for key, v in _dense_metrics(r).items():
-                dense.setdefault(r["labels"]["task"], {}).setdefault(key, []).append(v)
+                cells[task].values.append(float(value))
+            for name, v in (metrics.get("columns") or {}).items():
+                columns.setdefault(f"{task} {name}", Cell()).values.append(float(v))
+            for name, v in (metrics.get("headline") or {}).items():
+                dense.setdefault(task, {}).setdefault(name, []).append(float(v))
+            lower.update(f"{task}/{n}" for n in metrics.get("lower_is_better") or ())
         rows.append(
             MethodRow(
                 method=method,
@@ -127,46 +159,38 @@ def build_rows(records: Iterable[dict[str, Any]], metric: str = "test_top1") -> 
                 memory_bytes=fmean(r["memory"]["total"] for r in recs),
                 seeds=len({r["spec"]["train"]["seed"] for r in recs}),
                 dense={t: {k: fmean(v) for k, v in m.items()} for t, m in dense.items()},
+                lower=lower,
+                columns=columns,
+                reference=any(r["labels"].get("reference") for r in recs),
             )
         )
     return rows
 
 
-def _dense_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """``test/<task>/<metric>`` values of a multi-task record, keyed ``<task>/<metric>``."""
-    last = (record["metrics"].get("history") or [{}])[-1]
-    return {
-        k[len("test/") :]: float(v)
-        for k, v in last.items()
-        if k.startswith("test/") and isinstance(v, int | float)
-    }
+def reference_of(rows: Sequence[MethodRow]) -> str | None:
+    """The method labelled as the dense reference in the records, if any."""
+    return next((r.method for r in rows if r.reference), None)
 
 
-#: Metrics where lower is better (for Δm): mean angular error of surface normals, losses.
-LOWER_IS_BETTER = ("mean_angular_error", "merr", "loss")
-
-
-def delta_m_of(rows: Sequence[MethodRow], reference: str) -> dict[str, float]:
-    """Δm (%) of every method against `reference`, per task over its dense metrics."""
+def delta_m_of(rows: Sequence[MethodRow], reference: str | None = None) -> dict[str, float]:
+    """Δm (%) of every dense method against `reference` (default: the labelled reference run),
+    over the headline metrics of every dense task set both have."""
     from ..tasks.dense import delta_m
 
-    ref = {r.method: r for r in rows}.get(reference)
+    reference = reference or reference_of(rows)
+    ref = {r.method: r for r in rows}.get(reference) if reference else None
     if ref is None:
         return {}
     out = {}
     for row in rows:
-        results, base, lower = {}, {}, []
+        results, base = {}, {}
         for task, metrics in row.dense.items():
             for name, value in metrics.items():
-                key = f"{task}/{name}"
-                if name == "loss" or key not in {
-                    f"{t}/{n}" for t, m in ref.dense.items() for n in m
-                }:
-                    continue
-                results[key], base[key] = value, ref.dense[task][name]
-                if any(tag in name for tag in LOWER_IS_BETTER):
-                    lower.append(key)
+                if name in ref.dense.get(task, {}):
+                    results[f"{task}/{name}"] = value
+                    base[f"{task}/{name}"] = ref.dense[task][name]
         if results:
+            lower = [k for k in results if k in row.lower | ref.lower]
             out[row.method] = delta_m(results, base, lower)
     return out
 
@@ -179,12 +203,16 @@ def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[
     """Header + one line per method: tasks, group means, both averages, params, PPT (+ Δm)."""
     if not rows:
         return [["method"]]
-    tasks = [t for g in rows[0].groups.values() for t in g]
-    group_names = list(rows[0].groups)
-    dm = delta_m_of(rows, reference) if reference else {}
+    # columns no method has a value for (a dense task set's top-1) are left out
+    tasks = [t for g in rows[0].groups.values() for t in g if any(r.cells[t].values for r in rows)]
+    group_names = [g for g in rows[0].groups if any(r.group_mean(g) is not None for r in rows)]
+    dm = delta_m_of(rows, reference)
+    reference = reference or reference_of(rows)
+    extra = list(dict.fromkeys(c for r in rows for c in r.columns))  # first-seen order
     header = [
         "method",
         *tasks,
+        *extra,
         *[f"{g} mean" for g in group_names],
         "mean of group means",
         "mean of all tasks",
@@ -200,6 +228,7 @@ def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[
         line = [
             r.method,
             *[r.cells[t].text() for t in tasks],
+            *[r.columns.get(c, Cell()).text(2) for c in extra],
             *[_fmt(r.group_mean(g)) for g in group_names],
             _fmt(r.mean_of_groups),
             _fmt(r.mean_all),
@@ -221,8 +250,10 @@ def markdown(lines: list[list[str]], title: str = "") -> str:
     md += ["| " + " | ".join(line) + " |" for line in body]
     md += [
         "",
-        "Cells: last-epoch test top-1 (%), mean ± sd over seeds. PPT = M·exp(−log10(P/10^7 + 1)) "
-        "with M the mean of group means and P the encoder's trainable parameters (V-PETL Bench).",
+        "Cells: last-epoch test top-1 (%; VL: the task's headline score), mean ± sd over seeds. "
+        "PPT = M·exp(−log10(P/10^7 + 1)) with M the mean of group means and P the encoder's "
+        "trainable parameters (V-PETL Bench). Dense: per-task headline metrics (mIoU; normals: "
+        "mean angular error, lower is better) and Δm (%) against the reference run.",
     ]
     return "\n".join(md) + "\n"
 

@@ -106,6 +106,26 @@ def parse_log(value: str | None) -> tuple[str, str | None] | None:
     return backend, target or None
 
 
+#: The package each backend imports, and the extra that installs it.
+_PACKAGES = {"tensorboard": ("tensorboard", "vpeft[bench]"), "mlflow": ("mlflow", "vpeft[mlflow]")}
+
+
+def check_log(value: str | None) -> None:
+    """Fail before any training when ``--log`` names a backend that is not installed."""
+    import importlib.util
+
+    parsed = parse_log(value)
+    if parsed is None:
+        return
+    package, extra = _PACKAGES[parsed[0]]
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            f"--log {value} needs the {package} package, which is not installed: "
+            f"pip install '{extra}' (or use --log "
+            f"{'tensorboard' if package == 'mlflow' else 'mlflow'})"
+        )
+
+
 def make_tracker(value: str | None, run_dir: Path, run_name: str) -> Tracker | None:
     """The tracker `value` asks for (see `parse_log`), writing beside `run_dir` by default."""
     parsed = parse_log(value)

@@ -97,7 +97,12 @@ def run_command(
         ),
     ] = None,
     protocol: Annotated[
-        str | None, typer.Option(help="vtab-1k, fgvc or synthetic (default).", show_default=False)
+        str | None,
+        typer.Option(
+            help="vtab-1k, fgvc, synthetic (default), demo, dense-synthetic, pascal-mt or "
+            "vl-synthetic (see docs/bench.md).",
+            show_default=False,
+        ),
     ] = None,
     methods: ListOpt = None,
     tasks: ListOpt = None,
@@ -106,7 +111,11 @@ def run_command(
     weights: Annotated[str | None, typer.Option(show_default=False)] = None,
     data_root: Annotated[
         str | None,
-        typer.Option(help="folder of one sub-folder per task (vtab-1k, fgvc).", show_default=False),
+        typer.Option(
+            help="folder of one sub-folder per task (vtab-1k, fgvc); the PASCAL_MT folder "
+            "(pascal-mt); generator options such as limit=128 (dense-synthetic).",
+            show_default=False,
+        ),
     ] = None,
     lr: Annotated[
         str | None,
@@ -165,7 +174,9 @@ def run_command(
     """
     from ..bench.store import ResultStore
     from ..bench.sweep import SweepConfig, create_sweep, load_config, spawn_workers, work
+    from ..bench.tracking import check_log
 
+    check_log(log)
     train = dict(parse_opts(train_opt))
     if epochs is not None:
         train["epochs"] = epochs
@@ -271,7 +282,9 @@ def worker_command(
     """Work on an existing sweep until it is complete (start as many as you like, anywhere the
     storage and the store are reachable)."""
     from ..bench.sweep import work
+    from ..bench.tracking import check_log
 
+    check_log(log)
     report = work(
         study,
         storage,
@@ -326,15 +339,20 @@ def _show_table(
         atomic_write_text(files["markdown"], markdown(lines, title))
         atomic_write_text(files["csv"], to_csv(long_rows(rows)))
     result = {"header": lines[0], "rows": lines[1:], "files": {k: str(v) for k, v in files.items()}}
-    if not show:
-        return result
+    if show:
+        print_table(lines, title)
+    return result
+
+
+def print_table(lines: list[list[str]], title: str) -> None:
+    """Show a bench table (`vpeft.bench.table.table_rows`) on stdout, never truncated."""
     table = Table(title=title)
     for i, head in enumerate(lines[0]):
         table.add_column(head, justify="left" if i == 0 else "right")
     for line in lines[1:]:
         table.add_row(*line)
-    Console(width=max(console.width, 160)).print(table)
-    return result
+    needed = sum(max(len(line[i]) for line in lines) + 3 for i in range(len(lines[0]))) + 1
+    Console(width=max(console.width, needed)).print(table)
 
 
 @app.command("table")

@@ -1,5 +1,7 @@
 """`vpeft demo`: the default job — several methods × one synthetic task per group on the bundled
-tiny ViT; a table on stdout, and results.json / results.md / accuracy_vs_params.png in --out."""
+tiny ViT, run as a small preset of `vpeft bench` (protocol ``demo``, result store in
+``--out/store``); the bench table on stdout, and the bench table / plots plus results.json /
+results.md in --out."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .common import JsonOpt, console, emit_json, handles_errors
 from .outputs import check_out_dir
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from ..bench.demo import DemoRow
 
 DEFAULT_OUT = Path("vpeft-demo")
-TABLE_WIDTH = 132  # the full table without truncated cells, also when stdout is not a terminal
 _err = Console(stderr=True)
 #: The lists shown in ``--help``, written out so that ``--help`` imports no torch (the demo's
 #: own `vpeft.bench.demo.DEFAULT_*` and `vpeft.data.synthetic.TARGET_TASKS` are the truth;
@@ -91,12 +91,16 @@ def demo(
 
     Default: linear, full, bitfit, lora, adapter, adaptformer and vpt-deep on synth-objects
     (natural), synth-thermal (specialized) and synth-orientation (structured); each trains on
-    train800 and reports the test top-1 after its last epoch. Prints a table (top-1, trainable
-    parameters, training FLOPs, wall time) and writes results.json, results.md and
-    accuracy_vs_params.png into --out.
+    train800 and reports the test top-1 after its last epoch. This is a small preset of
+    `vpeft bench` (protocol demo): the runs are stored in --out/store (a re-run reuses them),
+    the table printed is `vpeft bench table`'s (top-1 mean ± sd, group means, both averages,
+    trainable parameters, PPT) and the plots are `vpeft bench plot`'s (accuracy against
+    parameters / memory / FLOPs with the Pareto front, PNG + SVG). Also writes results.json and
+    results.md (the same table, then every run with its FLOPs and wall time) into --out.
     """
     from ..bench.demo import DEFAULT_METHODS, DEFAULT_TASKS, run_demo
-    from ..bench.report import JSON_NAME, MARKDOWN_NAME, PLOT_NAME
+    from ..bench.report import JSON_NAME, MARKDOWN_NAME
+    from .bench import print_table
 
     check_out_dir(out)  # before the runs, not when the results are written
     task_list = _names(tasks, DEFAULT_TASKS)
@@ -112,7 +116,7 @@ def demo(
                 highlight=False,
             )
 
-    rows = run_demo(
+    run_demo(
         task_list,
         method_list,
         epochs,
@@ -122,44 +126,18 @@ def demo(
         on_row=report,
         meta={"command": command},
     )
+    record = json.loads((out / JSON_NAME).read_text())
     if json_out:  # exactly what was written to results.json
-        emit_json(json.loads((out / JSON_NAME).read_text()))
+        emit_json(record)
         return
-    # piped or captured output is not truncated to the 80-column default; terminals fit as usual
-    wide = console if console.is_terminal else Console(width=max(console.width, TABLE_WIDTH))
-    wide.print(_table(rows))
+    table = record["table"]
+    print_table([table["header"], *table["rows"]], f"vpeft demo on {record['meta']['backbone']}")
     console.print(
-        f"wrote {out / JSON_NAME}, {out / MARKDOWN_NAME} and {out / PLOT_NAME}", highlight=False
+        f"wrote {out / JSON_NAME}, {out / MARKDOWN_NAME}, the bench table (table.md, table.csv) "
+        f"and plots (accuracy_vs_*.png / .svg) in {out}; runs in {out / 'store'} "
+        f"(`vpeft bench table --store {out / 'store'}`)",
+        highlight=False,
     )
-
-
-def _table(rows: list[DemoRow]) -> Table:
-    from ..bench.report import method_means
-
-    table = Table(
-        title="vpeft demo on vit-tiny-synth: test top-1 after the last epoch (train800)",
-        caption="GFLOPs/img: forward + backward of one training image; TFLOPs: all epochs; "
-        "wall s: build + train + evaluate (mean rows: mean over tasks)",
-    )
-    for name in ("method", "task", "group"):
-        table.add_column(name)
-    for name in ("top-1 %", "trainable enc", "trainable all", "GFLOPs/img", "TFLOPs", "wall s"):
-        table.add_column(name, justify="right")
-    for r in rows:
-        table.add_row(
-            r.method, r.task, r.group, f"{r.test_top1:.1f}", f"{r.trainable_encoder:,}",
-            f"{r.trainable:,}", f"{r.train_step_flops_per_image / 1e9:.4f}",
-            f"{r.train_flops / 1e12:.2f}", f"{r.wall_s:.1f}",
-        )  # fmt: skip
-    table.add_section()
-    for m in method_means(rows):
-        table.add_row(
-            m["method"], f"mean of {m['tasks']}", "", f"{m['test_top1']:.1f}",
-            f"{m['trainable_encoder']:,.0f}", f"{m['trainable']:,.0f}",
-            f"{m['train_step_flops_per_image'] / 1e9:.4f}", f"{m['train_flops'] / 1e12:.2f}",
-            f"{m['wall_s']:.1f}",
-        )  # fmt: skip
-    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -206,6 +206,9 @@ def train_command(
     )
     options = parse_opts(opt)
     get_method(method).config.from_options(options)  # fail fast, before any heavy work
+    from ..bench.tracking import check_log
+
+    check_log(log)
     if hflip is not None and not augment:
         raise ConfigError("--hflip/--no-hflip only applies with --augment")
     spec = DataSpec.parse(data)
