@@ -361,3 +361,22 @@ def test_log_mlflow_without_mlflow_is_a_clear_error_before_any_work(tmp_path: Pa
     )  # fmt: skip
     assert res.exit_code == 2 and "vpeft[mlflow]" in json.loads(res.stdout)["error"]["message"]
     assert not (tmp_path / "store").exists()
+
+
+def test_dense_train_logs_to_tensorboard(tmp_path: Path) -> None:
+    """`--log` reaches the tracker on the dense multi-task path too (it was silently ignored)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, logs = tmp_path / "run", tmp_path / "tb"
+    args = ["train", "-b", "swin-tiny-synth", "-m", "lora", "--tasks", "semseg,normals",
+            "--data", "dense-synthetic:limit=16", "--epochs", "1", "--warmup-epochs", "0",
+            "--batch-size", "8", "--val-split", "none", "--device", "cpu", "--no-progress",
+            "--out", str(out), "--log", f"tensorboard:{logs}", "--json"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    [run_dir] = list(logs.iterdir())
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert "train_loss" in tags
+    assert any("semseg" in t for t in tags) and any("normals" in t for t in tags), tags

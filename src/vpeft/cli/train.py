@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -225,7 +227,7 @@ def train_command(
                 method, spec, data, out, options, weights, img_size, config, augment,
                 (train_split, val_split, test_split), resume,
                 tasks or DEFAULT_TASKS.get(spec.kind, "pascal-mt"), shared,
-                baseline,
+                baseline, log,
             )  # fmt: skip
         if summary is not None:
             if json_out:
@@ -249,6 +251,26 @@ def train_command(
     console.print(_table(summary, f"{method} on {backbone}, {data}"))
 
 
+@contextmanager
+def epoch_logger(
+    log: str | None, out: Path, method: str, options: dict[str, str], config: TrainConfig
+) -> Iterator[Callable[..., None] | None]:
+    """The `--log` tracker's per-epoch callback (rank 0 only; None without `--log`), closed
+    when the run ends or fails."""
+    from ..bench.tracking import make_tracker
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    tracker = make_tracker(log, out, f"{method}-{out.name}") if rank0 else None
+    if tracker is None:
+        yield None
+        return
+    tracker.log_params({"method": method, "options": options, "train": config.to_dict()})
+    try:
+        yield tracker.on_epoch_end
+    finally:
+        tracker.close()
+
+
 def _run(
     backbone: str, method: str, spec: DataSpec, data: str, out: Path, options: dict[str, str],
     weights: Path | None, img_size: int | None, config: TrainConfig, augment: bool,
@@ -264,7 +286,7 @@ def _run(
     name, _, random = backbone.partition("+")
     if spec.kind == VL_KIND:
         return _run_vl(name, random == "random-init", method, spec, data, out, options, weights,
-                       img_size, config, split_names, resume)  # fmt: skip
+                       img_size, config, split_names, resume, log)  # fmt: skip
     model = create_backbone_for_cli(name, weights, img_size, random == "random-init")
     dcfg = backbone_data_config(model)
     mirror = flip_keeps_labels(spec) if hflip is None else hflip
@@ -293,13 +315,7 @@ def _run(
     augmentation = {"augment": augment, "hflip": augment and mirror}
     extra = {"out": str(out), "data": data, "splits": splits, "augmentation": augmentation,
              "classes": classes, "preprocessing": preprocessing}  # fmt: skip
-    from ..bench.tracking import make_tracker
-
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    tracker = make_tracker(log, out, f"{method}-{out.name}") if rank0 else None
-    if tracker is not None:
-        tracker.log_params({"method": method, "options": options, "train": config.to_dict()})
-    try:
+    with epoch_logger(log, out, method, options, config) as on_epoch_end:
         result = train(
             pm,
             inputs["train"],
@@ -308,11 +324,8 @@ def _run(
             config,
             resume=resume,
             summary_extra=extra,
-            on_epoch_end=tracker.on_epoch_end if tracker else None,
+            on_epoch_end=on_epoch_end,
         )
-    finally:
-        if tracker is not None:
-            tracker.close()
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     return result.summary(config, extra)  # what train() wrote to summary.json
@@ -331,7 +344,7 @@ def run_dense(
     backbone: str, method: str, spec: DataSpec, data: str, out: Path, options: dict[str, str],
     weights: Path | None, img_size: int | None, config: TrainConfig, augment: bool,
     split_names: tuple[str, str, str], resume: bool, tasks_text: str, shared: bool,
-    baseline: Path | None,
+    baseline: Path | None, log: str | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     """Build the dense multi-task model, train it, write summary.json with per-task results
     (test split, last epoch), headline metrics and Δm against ``baseline``."""
@@ -368,10 +381,11 @@ def run_dense(
     extra = {"out": str(out), "data": data, "splits": splits, "tasks": names,
              "shared": pm.methods[-1].shared, "augmentation": {"augment": augment},
              "preprocessing": preprocessing}  # fmt: skip
-    result = train(
-        pm, datasets["train"], datasets.get("val"), datasets.get("test"), config,
-        resume=resume, summary_extra=extra,
-    )  # fmt: skip
+    with epoch_logger(log, out, method, options, config) as on_epoch_end:
+        result = train(
+            pm, datasets["train"], datasets.get("val"), datasets.get("test"), config,
+            resume=resume, summary_extra=extra, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     summary = result.summary(config, extra)
@@ -394,7 +408,7 @@ def run_dense(
 def _run_vl(
     name: str, random_init: bool, method: str, spec: DataSpec, data: str, out: Path,
     options: dict[str, str], weights: Path | None, img_size: int | None, config: TrainConfig,
-    split_names: tuple[str, str, str], resume: bool,
+    split_names: tuple[str, str, str], resume: bool, log: str | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     """`vl-synthetic:PART` data: the part's VL task on a transformers VL backbone. For
     ``clip-new`` the test split (new classes) is scored after training with the new names."""
@@ -423,15 +437,17 @@ def _run_vl(
     adapter_info.attach(pm, None, None, backbone)
     test_after = spec.root == "clip-new" and "test" in vl.splits
     extra = {"out": str(out), "data": data, "splits": {r: vl.names[r] for r in roles}}
-    result = train(
-        pm,
-        vl.splits["train"],
-        vl.splits.get("val"),
-        None if test_after else vl.splits.get("test"),
-        config,
-        resume=resume,
-        summary_extra=extra,
-    )
+    with epoch_logger(log, out, method, options, config) as on_epoch_end:
+        result = train(
+            pm,
+            vl.splits["train"],
+            vl.splits.get("val"),
+            None if test_after else vl.splits.get("test"),
+            config,
+            resume=resume,
+            summary_extra=extra,
+            on_epoch_end=on_epoch_end,
+        )
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     last = result.history[-1]
