@@ -54,17 +54,18 @@ METHODS: dict[str, tuple[str, list[str]]] = {
 }
 MAIN = ("single-task full FT", "Hyperformer λ=8", "Polyhistor λ=4", "Polyhistor-Lite")
 REFERENCE_POINT = "MTLoRA r=16/4"
-#: priority order: the reference's two seeds, the paper's key rows, the rest, then a second seed
-#: of everything, then a third seed of the reference, the hypernetwork methods and MTLoRA
+#: priority order: the reference's two seeds, the paper's key rows, the rest, MTLoRA, then a
+#: second seed of everything, then a third seed of the reference, the hypernetwork methods and
+#: MTLoRA
 RUNS: list[tuple[str, int]] = (
     [("single-task full FT", 0), ("single-task full FT", 1), ("decoders only", 0),
      ("multi-task full FT", 0), ("Polyhistor λ=4", 0), ("Polyhistor-Lite", 0),
      ("Hyperformer λ=8", 0), ("LoRA", 0), ("Adapter λ=2", 0), ("BitFit", 0),
      ("relative bias", 0), ("VPT-shallow", 0), ("VPT-deep", 0), ("low-rank adapter", 0),
      ("Shared Adapter λ=2", 0), ("Polyhistor λ=4", 1), ("Polyhistor-Lite", 1),
-     ("Hyperformer λ=8", 1), ("PHM λ=4", 0), ("Compacter", 0), ("Compacter++", 0)]
+     ("Hyperformer λ=8", 1), ("PHM λ=4", 0), ("Compacter", 0), ("Compacter++", 0),
+     (REFERENCE_POINT, 0), (REFERENCE_POINT, 1)]
     + [(label, 1) for label in METHODS if label not in MAIN and label != REFERENCE_POINT]
-    + [(REFERENCE_POINT, 0), (REFERENCE_POINT, 1)]
     + [(label, 2) for label in (*MAIN, REFERENCE_POINT)]
 )  # fmt: skip
 TASKS = ("semseg", "parts", "saliency", "normals")
