@@ -55,8 +55,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
 MAIN = ("single-task full FT", "Hyperformer λ=8", "Polyhistor λ=4", "Polyhistor-Lite")
 REFERENCE_POINT = "MTLoRA r=16/4"
 #: priority order: the reference's two seeds, the paper's key rows, the rest, MTLoRA, then a
-#: second seed of everything, then a third seed of the reference, the hypernetwork methods and
-#: MTLoRA
+#: second seed of everything, a third seed of the reference, the hypernetwork methods and
+#: MTLoRA, then a third seed of the rest
 RUNS: list[tuple[str, int]] = (
     [("single-task full FT", 0), ("single-task full FT", 1), ("decoders only", 0),
      ("multi-task full FT", 0), ("Polyhistor λ=4", 0), ("Polyhistor-Lite", 0),
@@ -67,6 +67,7 @@ RUNS: list[tuple[str, int]] = (
      (REFERENCE_POINT, 0), (REFERENCE_POINT, 1)]
     + [(label, 1) for label in METHODS if label not in MAIN and label != REFERENCE_POINT]
     + [(label, 2) for label in (*MAIN, REFERENCE_POINT)]
+    + [(label, 2) for label in METHODS if label not in MAIN and label != REFERENCE_POINT]
 )  # fmt: skip
 TASKS = ("semseg", "parts", "saliency", "normals")
 LOWER_IS_BETTER = {"normals"}
