@@ -51,12 +51,19 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     # the public reference point (Agiza et al., CVPR 2024), its smallest published configuration
     # (TA rank 16, TS rank 4, scales 4): ranks <= 24 fit the tiny Swin's first stage as they are
     "MTLoRA r=16/4": ("mtlora", []),
-}
+    # ablation: the same LoRA modules with every other official trainable (patch embedding,
+    # LayerNorms, bias tables, patch-merging reductions) frozen
+    "MTLoRA, LoRA only": ("mtlora", ["--opt", "train_norms=false", "--opt",
+                                      "train_patch_embed=false", "--opt",
+                                      "train_relative_bias=false", "--opt",
+                                      "patch_merging=frozen"]),
+}  # fmt: skip
 MAIN = ("single-task full FT", "Hyperformer λ=8", "Polyhistor λ=4", "Polyhistor-Lite")
 REFERENCE_POINT = "MTLoRA r=16/4"
+ABLATION = "MTLoRA, LoRA only"
 #: priority order: the reference's two seeds, the paper's key rows, the rest, MTLoRA, then a
 #: second seed of everything, a third seed of the reference, the hypernetwork methods and
-#: MTLoRA, then a third seed of the rest
+#: MTLoRA, the MTLoRA ablation (two seeds), then a third seed of the rest
 RUNS: list[tuple[str, int]] = (
     [("single-task full FT", 0), ("single-task full FT", 1), ("decoders only", 0),
      ("multi-task full FT", 0), ("Polyhistor λ=4", 0), ("Polyhistor-Lite", 0),
@@ -65,9 +72,10 @@ RUNS: list[tuple[str, int]] = (
      ("Shared Adapter λ=2", 0), ("Polyhistor λ=4", 1), ("Polyhistor-Lite", 1),
      ("Hyperformer λ=8", 1), ("PHM λ=4", 0), ("Compacter", 0), ("Compacter++", 0),
      (REFERENCE_POINT, 0), (REFERENCE_POINT, 1)]
-    + [(label, 1) for label in METHODS if label not in MAIN and label != REFERENCE_POINT]
+    + [(label, 1) for label in METHODS if label not in (*MAIN, REFERENCE_POINT, ABLATION)]
     + [(label, 2) for label in (*MAIN, REFERENCE_POINT)]
-    + [(label, 2) for label in METHODS if label not in MAIN and label != REFERENCE_POINT]
+    + [(ABLATION, 0), (ABLATION, 1)]
+    + [(label, 2) for label in METHODS if label not in (*MAIN, REFERENCE_POINT, ABLATION)]
 )  # fmt: skip
 TASKS = ("semseg", "parts", "saliency", "normals")
 LOWER_IS_BETTER = {"normals"}
@@ -201,6 +209,8 @@ def plot(points: list[tuple[str, int, float, float]], path: Path) -> None:
         x = max(n, 1)  # decoders only has 0 encoder parameters: drawn at 1 on the log axis
         if label == REFERENCE_POINT:
             style = {"fmt": "D", "ms": 9, "color": "C2", "label": f"{label} (public reference)"}
+        elif label == ABLATION:
+            style = {"fmt": "D", "ms": 7, "color": "C2", "mfc": "none", "label": label}
         elif label in MAIN:
             polyhistor = "Polyhistor" in label
             style = {
