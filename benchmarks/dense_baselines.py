@@ -175,22 +175,26 @@ def report(args: argparse.Namespace) -> None:
     if not ref_runs:
         sys.exit("no single-task full FT run yet: nothing to report")
     ref = {t: statistics.fmean(s["headline"][t] for s in ref_runs) for t in TASKS}
-    lines = ["| method | seeds | " + " | ".join(TASKS) + " | Δm % | trainable encoder / all "
-             "| wall s / run |", "|---" * 9 + "|"]  # fmt: skip
+    ref_by_seed = {s["seed"]: s["headline"] for s in ref_runs}
+    lines = ["| method | seeds | " + " | ".join(TASKS) + " | Δm % | Δm paired % "
+             "| trainable encoder / all | wall s / run |", "|---" * 10 + "|"]  # fmt: skip
     points = []
     for label in METHODS:
         runs = found.get(label)
         if not runs:
-            lines.append(f"| {label} | — | not run (time) |" + " |" * 6)
+            lines.append(f"| {label} | — | not run (time) |" + " |" * 7)
             continue
         dms = [delta_m(s["headline"], ref) for s in runs]
+        # against the reference run of the same seed (same decoder init and batch order)
+        paired = [delta_m(s["headline"], ref_by_seed[s["seed"]]) for s in runs
+                  if s["seed"] in ref_by_seed]  # fmt: skip
         t = runs[0]["trainable"]
         cells = [pm([s["headline"][k] for s in runs]) for k in TASKS]
         wall = statistics.fmean(s["wall_s"] for s in runs)
         lines.append(
             f"| {label} | {','.join(str(s['seed']) for s in runs)} | " + " | ".join(cells)
-            + f" | {pm(dms, '+.2f')} | {t['trainable_encoder']:,} / {t['trainable']:,}"
-            + f" | {wall:.0f} |"
+            + f" | {pm(dms, '+.2f')} | {pm(paired, '+.2f') if paired else '—'}"
+            + f" | {t['trainable_encoder']:,} / {t['trainable']:,} | {wall:.0f} |"
         )  # fmt: skip
         points.append((label, t["trainable_encoder"], statistics.fmean(dms),
                        statistics.stdev(dms) if len(dms) > 1 else 0.0))  # fmt: skip
