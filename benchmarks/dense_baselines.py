@@ -1,11 +1,11 @@
-"""Every dense multi-task method on the bundled tiny Swin and the procedural dense suite:
-per-task test metrics (last epoch), Δm against single-task full fine-tuning (mean of its
-seeds), trainable parameters encoder / all, and the Fig. 3-style plot (Δm against trainable
-encoder parameters, log x). Writes the table to docs/results/dense_table.md
-(quoted in dense.md) and
-docs/results/dense_delta_m_vs_params.png.
+"""Every dense multi-task method (baselines, the Polyhistor family, MTLoRA) on the bundled tiny
+Swin and the procedural dense suite: per-task test metrics (last epoch), Δm against single-task
+full fine-tuning (against the mean of its seeds, and paired with the reference run of the same
+seed), trainable parameters encoder / all, and the Fig. 3-style plot (paired Δm against
+trainable encoder parameters, log x). Writes the table to docs/results/dense_table.md (quoted in
+dense.md) and docs/results/dense_delta_m_vs_params.png.
 
-    python benchmarks/dense_baselines.py --jobs 2 --out runs/dense       # run, then report
+    OMP_NUM_THREADS=1 python benchmarks/dense_baselines.py --jobs 1 --out runs/dense  # run+report
     python benchmarks/dense_baselines.py --report-only --out runs/dense  # report what exists
 
 Runs go in priority order (`RUNS`) and are skipped when their summary.json exists, so an
