@@ -5,17 +5,20 @@ one), gradients to every LoRA tensor, save → load."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 import vpeft
 from tests.dense.helpers import build_dense, dense_batch, dense_tasks, total_loss
 from tests.helpers import images, tiny_swin
 from tests.methods import checks
+from vpeft.cli.main import app
 from vpeft.core.task_switch import TaskSwitch
 from vpeft.errors import ConfigError, UnsupportedBackboneError
 from vpeft.factory import create_backbone
@@ -251,3 +254,21 @@ def test_options_and_errors() -> None:
         from tests.helpers import tiny_vit
 
         vpeft.apply(tiny_vit(0), "mtlora", tasks=dense_tasks())
+
+
+def test_cli_params_and_a_tiny_training_run(tmp_path: Path) -> None:
+    """`vpeft params` / `vpeft train` with `-m mtlora` on the bundled tiny Swin."""
+    runner = CliRunner()
+    base = ["-b", "swin-tiny-synth", "-m", "mtlora", "--tasks", "pascal-mt"]
+    result = runner.invoke(app, ["params", *base, "--json"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert (got["trainable_encoder"], got["encoder_per_task"]) == (319_622, 4 * 12 * 4 * 360)
+    args = ["train", *base, "--data", "dense-synthetic:limit=8", "--epochs", "1",
+            "--warmup-epochs", "0", "--batch-size", "8", "--val-split", "none", "--no-progress",
+            "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["headline"]) == {"semseg", "parts", "saliency", "normals"}
+    assert summary["trainable"]["trainable_encoder"] == 319_622
