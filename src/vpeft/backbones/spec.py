@@ -304,6 +304,12 @@ class BackboneSpec:
     final_norms_in_taps: bool = False
     #: learnable relative-position-bias tables of the attention layers (Swin), in block order
     relative_position_tables: list[nn.Parameter] = field(default_factory=list)
+    #: the linear reductions of the patch-merging layers between stages (Swin), in stage order
+    patch_merging: list[LinearSlot] = field(default_factory=list)
+    #: tap index -> a function returning the map that tap reads instead of the stage output
+    #: (B, C, H, W), set by methods whose stages hand one tensor to the next stage and another
+    #: to the decoders (MTLoRA: task-agnostic onwards, task-specific to the tap)
+    tap_sources: dict[int, Callable[[], torch.Tensor]] = field(default_factory=dict)
 
     @property
     def depth(self) -> int:
@@ -335,13 +341,17 @@ class BackboneSpec:
 
     def tap_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The tapped maps (B, C, H, W), no final norm (timm ``forward_intermediates``); the
-        blocks run through their own (possibly wrapped) modules, so methods apply."""
+        blocks run through their own (possibly wrapped) modules, so methods apply. A tap with
+        a source in `tap_sources` reads that source's map, recorded during the same run."""
         run = getattr(self.model, "forward_intermediates", None)
         if run is None:
             from ..errors import UnsupportedBackboneError
 
             raise UnsupportedBackboneError(f"{self.family} backbones give no feature maps")
-        return list(run(x, indices=self.taps(), intermediates_only=True))
+        taps = self.taps()
+        maps = list(run(x, indices=taps, intermediates_only=True))
+        sources = self.tap_sources
+        return [sources[t]() if t in sources else m for t, m in zip(taps, maps, strict=True)]
 
     def unused_by_taps(self) -> list[nn.Module]:
         """Modules `tap_features` never runs (a dense model never reads them, so never trains

@@ -62,4 +62,9 @@ def describe_swin(model: SwinTransformer) -> BackboneSpec:
         ],
         stage_dims=stage_dims,
         token_layout="nhwc",
+        patch_merging=[
+            LinearSlot(stage.downsample, "reduction", "reduction")
+            for stage in model.layers
+            if hasattr(stage.downsample, "reduction")
+        ],
     )

@@ -8,6 +8,7 @@ from .clip_prompts import method as _clip_prompts  # noqa: F401
 from .hyper import method as _hyper  # noqa: F401
 from .kronecker import method as _kronecker  # noqa: F401
 from .lora import method as _lora  # noqa: F401
+from .mtlora import method as _mtlora  # noqa: F401
 from .multitask import methods as _multitask  # noqa: F401
 from .prompts import deep_kv as _deep_kv  # noqa: F401
 from .prompts import prefix as _prefix  # noqa: F401
