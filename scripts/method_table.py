@@ -12,6 +12,7 @@ import warnings
 import torch
 
 import vpeft
+from vpeft.errors import VpeftError
 from vpeft.methods import method_infos
 
 #: options for methods whose defaults need a choice to be countable
@@ -29,17 +30,24 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for info in method_infos():
         options = OPTIONS.get(info.name, {})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pm = vpeft.apply(copy.deepcopy(base), info.name, num_classes=100, **options)
-        s = pm.summary()
         opts = ", ".join(f"{k}={v}" for k, v in options.items())
         name = f"`{info.name}`" + (f" ({opts})" if opts else "")
         merge = "yes" if info.mergeable else "no"
-        print(
-            f"| {name} | {info.family} | {merge} | {info.summary} | "
-            f"{s.trainable_encoder:,} / {s.trainable:,} |"
-        )
+        counts = count(base, info.name, options)
+        print(f"| {name} | {info.family} | {merge} | {info.summary} | {counts} |")
+
+
+def count(base: torch.nn.Module, method: str, options: dict[str, object]) -> str:
+    """'encoder / with head' on ViT-B, or why the method does not apply to a ViT (Swin-only,
+    multi-task or vision-language methods)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pm = vpeft.apply(copy.deepcopy(base), method, num_classes=100, **options)
+        except VpeftError as err:
+            return f"n/a on ViT-B ({type(err).__name__})"
+    s = pm.summary()
+    return f"{s.trainable_encoder:,} / {s.trainable:,}"
 
 
 if __name__ == "__main__":
