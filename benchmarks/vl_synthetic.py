@@ -190,6 +190,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
         saved = f"{r0['saved_activation_bytes'] / r0['batch'] / 1024:.0f}" if "batch" in r0 else "-"
         metric = _mean_std([r["headline"] for r in mine])
+        if task == "retrieval":  # ViLT's TR (image -> text) and IR (text -> image) R@1
+            tr = _mean_std([r["test"]["retrieval/i2t_r1"] for r in mine])
+            ir = _mean_std([r["test"]["retrieval/t2i_r1"] for r in mine])
+            metric = f"TR@1 {tr} / IR@1 {ir} / rsum {metric}"
         if task == "clip":
             b = _mean_std([r["base_to_new"]["base"] for r in mine])
             n = _mean_std([r["base_to_new"]["new"] for r in mine])
@@ -218,7 +222,17 @@ def main() -> None:
     parser.add_argument("--clip", default="clip-tiny-synth", help="backbone of clip")
     parser.add_argument("--opt", action="append", default=[], help="METHOD:KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path("docs/results/vl"))
+    parser.add_argument("--rows", type=Path, action="append", default=[],
+                        help="results.json of earlier runs: merge their rows into one "
+                        "results.json and table.md under --out, training nothing")  # fmt: skip
     args = parser.parse_args()
+    if args.rows:
+        rows = [row for path in args.rows for row in json.loads(path.read_text())]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+        (args.out / "table.md").write_text(table(rows) + "\n")
+        print(table(rows))
+        return
 
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in vpeft.available_methods() and m != "zero-shot"]

@@ -20,7 +20,7 @@ from vpeft.zoo import BUNDLED_VL  # noqa: E402
 FRESH_SEED = 907  # neither the pretraining seeds (101, 102), the held-out one (103) nor 0
 
 #: (recorded key, chance, margin the recorded value and a fresh sample must clear)
-VILT_BAR = ("itm_accuracy", 0.5, 0.08)
+VILT_BAR = ("itm_accuracy", 0.5, 0.15)
 CLIP_BAR = ("i2t_r1", 0.01, 0.05)
 
 
@@ -60,19 +60,18 @@ def test_folder_is_small_plain_transformers_with_recipe(name):
     assert len(tokenizer_for(built)) == len(load_tokenizer())
     if name == "vilt-tiny-synth":  # masked-word top-1 far above chance (1 / 85 words)
         assert recipe["mlm_accuracy"] > 0.3
+        # and it looks at the image: masked colour words are far better told from the
+        # caption's own image than from another one (chance ~1/6 for both)
+        grounding = recipe["colour_word_mlm"]
+        assert grounding["own_image"] > grounding["other_image"] + 0.15
     random = create_backbone(name, random_init=True)
     assert not torch.equal(next(random.parameters()), next(built.parameters()))
 
 
-@pytest.mark.xfail(
-    reason="vilt-tiny-synth's ITM stays at chance (recorded 0.503; MLM 0.598). Pairs and "
-    "negatives are correct (test_vilt_pretrain_pairs.py); the text [CLS] carries almost no "
-    "per-sample signal at init (std across a batch ~0.004 vs norm 8), so matching does not leave "
-    "ln 2 even when memorising 32 fixed pairs for 30 steps. Unfixed; see the recipe's note.",
-    strict=False,
-)
 @torch.no_grad()
 def test_vilt_matches_captions_to_images(fresh):
+    """Plain ``ViltForImageAndTextRetrieval`` on 100 captions of a fresh seed, each with its own
+    image and with another one (200 pairs, balanced): accuracy of ``logit > 0``."""
     entry = BUNDLED_VL["vilt-tiny-synth"]
     key, chance, margin = VILT_BAR
     assert entry.recipe()[key] >= chance + margin
