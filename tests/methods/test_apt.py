@@ -24,7 +24,17 @@ from vpeft.methods.apt.layer import ApproximatedPrompts
 SMALL = {"num_prompts": 5, "rank": 2}
 
 
-def run(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+def timm_vit(seed: int) -> nn.Module:
+    """A small random timm ViT (its attention module takes `attn_mask`, unlike ViLT's)."""
+    torch.manual_seed(seed)
+    return vpeft.create_backbone("vit_tiny_patch16_224", img_size=32)
+
+
+def timm_inputs() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def run(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
     torch.manual_seed(0)  # ViLT's patch order
     return model(inputs)
 
@@ -51,8 +61,8 @@ def headless_reference(factory, pm: vpeft.PeftModel) -> vpeft.PeftModel:
 # -- the golden test --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("factory", "inputs"),
-    [(hf_vilt, vilt_inputs), (hf_bridgetower, bridgetower_inputs)],
-    ids=["vilt", "bridgetower"],
+    [(hf_vilt, vilt_inputs), (hf_bridgetower, bridgetower_inputs), (timm_vit, timm_inputs)],
+    ids=["vilt", "bridgetower", "timm-vit"],
 )
 @pytest.mark.parametrize("key_transform", ["lowrank", "identity", "dense"])
 def test_zero_prompts_and_scale_give_the_plain_model_bit_identical(

@@ -227,14 +227,18 @@ class TappedApt(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.apt(self.take_x(), y)
 
-    def fused_forward(self, base: nn.Module, context: torch.Tensor) -> torch.Tensor | None:
+    def fused_forward(
+        self, base: nn.Module, context: torch.Tensor, *args: object, **kwargs: object
+    ) -> torch.Tensor | None:
         """apt(X, base(context)) in one function (`AdaptedLayer` calls this when APT is the only
         piece on the projection `base`) when the tap holds the factors of this very `context`
-        and `base` is a plain `nn.Linear`; None (the generic path) otherwise, e.g. for other
-        attention kinds, a wrapped projection, or per-task copies routing a mixed batch."""
+        and `base` is a plain `nn.Linear` called with the context alone; None (the generic
+        path) otherwise, e.g. for other attention kinds (timm's attention module, called with
+        `attn_mask`), a wrapped projection, or per-task copies routing a mixed batch."""
         factors = getattr(self.tap, "factors", None)
         run = getattr(self.apt, "forward_factored", None)  # absent while no single task runs
-        if factors is None or factors[0] is not context or type(base) is not nn.Linear or not run:
+        plain = type(base) is nn.Linear and not args and not kwargs
+        if factors is None or factors[0] is not context or not plain or not run:
             return None
         _, probs, values = factors
         return run(self.take_x(), context, probs, values, base)
