@@ -107,8 +107,7 @@ def check_variants(variants: dict[str, dict[str, Any]]) -> None:
             )
         if not isinstance(variant, dict) or variant.get("method") not in known:
             raise ConfigError(
-                f"variant {name!r} needs 'method', one of the registered methods "
-                "(`vpeft methods`)"
+                f"variant {name!r} needs 'method', one of the registered methods (`vpeft methods`)"
             )
         unknown = set(variant) - {"method", *OVERRIDE_KEYS}
         if unknown:
