@@ -184,6 +184,10 @@ def _build_dense(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
     for role, name in spec["eval_splits"].items():
         inputs[role] = split(name, limit.get("eval"))
     shared = True if spec.get("shared") else None
+    # reseed before the method's (and decoders') initial values, as `vpeft train` does on its
+    # dense path: building the backbone and the splits draws from the global RNGs, so without it
+    # a run here would start from other initial values than the same run of `vpeft train`
+    seed_everything(spec["train"].get("seed", 0))
     pm = apply(model, spec["method"], tasks=tasks, shared=shared, **spec.get("options", {}))
     return Built(pm, inputs, _example(pm, inputs["train"]), output_loss, _AllTasks(pm))
 
@@ -272,10 +276,17 @@ def execute(
         built = _build_classification(spec, model, data)
     pm, inputs = built.pm, built.inputs
     pm.train()
+    # the measuring passes run in train mode and would move BatchNorm statistics (the dense
+    # decoders'): put every buffer back so training starts from the state `vpeft train` starts from
+    buffers = [(b, b.detach().clone()) for b in pm.buffers()]
     step = train_step_flops(built.model_call, built.example, built.loss)
     pm.zero_grad(set_to_none=True)
     memory = training_memory(built.model_call, built.example, built.loss)
     pm.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for buffer, saved in buffers:
+            buffer.copy_(saved)
+    del buffers
     counts = pm.summary().as_dict()
 
     tracker = make_tracker(log, work_dir, run_name)

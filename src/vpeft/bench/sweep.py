@@ -67,6 +67,10 @@ class SweepConfig:
     #: per-method overrides: {"lora": {"options": {...}, "train": {...}, "lr": [...], "wd": [...]}};
     #: dense protocols also take "shared": true (one copy of the method for all tasks)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: named variants: one method with its own overrides, a row of its own in the sweep and its
+    #: table, e.g. {"polyhistor-r4": {"method": "polyhistor", "options": {"reduction": 4}}}; list
+    #: the name in `methods`. Keys as in `method_overrides`, plus "method" (the method it runs).
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: overrides for every method: train settings, lr / wd grids
     train: dict[str, Any] = field(default_factory=dict)
     lr: list[float] | None = None
@@ -81,21 +85,77 @@ class SweepConfig:
             protocol.check_task(task)
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds repeat: {self.seeds}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"methods repeat: {self.methods}")
+        check_variants(self.variants)
+
+
+#: keys of a method override (`SweepConfig.method_overrides`, and of a variant besides "method")
+OVERRIDE_KEYS = ("options", "train", "lr", "wd", "shared")
+
+
+def check_variants(variants: dict[str, dict[str, Any]]) -> None:
+    """Every variant names a registered method and only override keys; its name is not itself
+    a method's (a row label must say which it is)."""
+    from ..methods import available_methods
+
+    known = set(available_methods())
+    for name, variant in variants.items():
+        if not name or name in known:
+            raise ConfigError(
+                f"variant name {name!r}: give a name that is not a method's (e.g. {name}-v1)"
+            )
+        if not isinstance(variant, dict) or variant.get("method") not in known:
+            raise ConfigError(
+                f"variant {name!r} needs 'method', one of the registered methods (`vpeft methods`)"
+            )
+        unknown = set(variant) - {"method", *OVERRIDE_KEYS}
+        if unknown:
+            raise ConfigError(
+                f"variant {name!r}: unknown keys {sorted(unknown)}; use method, "
+                + ", ".join(OVERRIDE_KEYS)
+            )
+
+
+def _merged(*overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides applied in order: options and train merge, lr / wd / shared are replaced."""
+    out: dict[str, Any] = {}
+    for extra in overrides:
+        for key, value in extra.items():
+            if key in ("options", "train"):
+                out[key] = {**out.get(key, {}), **value}
+            elif key != "method":
+                out[key] = value
+    return out
+
+
+def resolve_method(cfg: SweepConfig, name: str) -> tuple[str, dict[str, Any]]:
+    """The method `name` runs (itself, or a variant's method) and its overrides: the method's
+    `method_overrides`, then the variant's own, then `method_overrides` under the variant name."""
+    for key, extra in cfg.method_overrides.items():
+        unknown = set(extra) - set(OVERRIDE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"method override keys {sorted(unknown)} for {key}: use options, train, lr, wd "
+                "(and shared for dense protocols)"
+            )
+    variant = cfg.variants.get(name)
+    if variant is None:
+        return name, _merged(cfg.method_overrides.get(name, {}))
+    method = variant["method"]
+    return method, _merged(
+        cfg.method_overrides.get(method, {}), variant, cfg.method_overrides.get(name, {})
+    )
 
 
 def base_spec(
     cfg: SweepConfig, method: str, task: str, reference: bool = False
 ) -> tuple[dict[str, Any], Any]:
-    """The run spec shared by every run of (method, task), and the method's preset. The dense
-    `reference` unit is never shared (one copy of the method per task)."""
+    """The run spec shared by every run of (method, task), and the method's preset; `method` may
+    be a variant's name (the spec names the method it runs). The dense `reference` unit is never
+    shared (one copy of the method per task)."""
     protocol = get_protocol(cfg.protocol)
-    extra = cfg.method_overrides.get(method, {})
-    unknown = set(extra) - {"options", "train", "lr", "wd", "shared"}
-    if unknown:
-        raise ConfigError(
-            f"method override keys {sorted(unknown)} for {method}: use options, train, lr, wd "
-            "(and shared for dense protocols)"
-        )
+    method, extra = resolve_method(cfg, method)
     preset = with_overrides(
         preset_for(cfg.protocol, method, task),
         extra.get("options"),
@@ -157,7 +217,8 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
                 f"give {method} one lr and one weight decay"
             )
         shared = spec.get("shared", False)
-        name = f"{method}+shared" if shared else method
+        variant = method in cfg.variants
+        name = f"{method}+shared" if shared and not variant else method
         select = (
             [
                 with_run(
@@ -168,19 +229,20 @@ def build_plan(cfg: SweepConfig) -> dict[str, Any]:
             if len(grid) > 1
             else []
         )
-        units.append(
-            {
-                "unit": f"{name}/{task}",
-                "method": name,
-                "reference": method == reference and not shared,
-                "task": task,
-                "group": protocol.group_of(task),
-                "grid": grid,
-                "select": select,
-                "base": spec,
-                "source": preset.source,
-            }
-        )
+        unit = {
+            "unit": f"{name}/{task}",
+            "method": name,
+            "reference": method == reference and not shared,
+            "task": task,
+            "group": protocol.group_of(task),
+            "grid": grid,
+            "select": select,
+            "base": spec,
+            "source": preset.source,
+        }
+        if variant:  # the row is the variant; spec["method"] is the method it runs
+            unit["variant"] = method
+        units.append(unit)
     return {"name": cfg.name, "protocol": cfg.protocol, "seeds": list(cfg.seeds), "units": units}
 
 
@@ -224,6 +286,7 @@ def labels_of(plan: dict[str, Any], unit: dict[str, Any], stage: str) -> dict[st
         "group": unit["group"],
         "unit": unit["unit"],
         "reference": unit.get("reference", False),
+        "variant": unit.get("variant"),
     }
 
 

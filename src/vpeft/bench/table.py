@@ -86,6 +86,8 @@ class MethodRow:
     lower: set[str] = field(default_factory=set)
     columns: dict[str, Cell] = field(default_factory=dict)  # "<task> <name>" -> values
     reference: bool = False  # the dense reference (single-task full fine-tuning)
+    #: a named variant's definition (the method it runs, its options; "shared"), else None
+    variant: str | None = None
 
     @property
     def mean_all(self) -> float | None:
@@ -162,9 +164,24 @@ def build_rows(records: Iterable[dict[str, Any]], metric: str = "test_top1") -> 
                 lower=lower,
                 columns=columns,
                 reference=any(r["labels"].get("reference") for r in recs),
+                variant=variant_definition(recs[0]) if recs[0]["labels"].get("variant") else None,
             )
         )
     return rows
+
+
+def variant_definition(record: dict[str, Any]) -> str:
+    """What a variant's row ran: ``polyhistor (reduction=4)``, ``full (shared)``."""
+    spec = record["spec"]
+    parts = [f"{k}={v}" for k, v in sorted((spec.get("options") or {}).items())]
+    if spec.get("shared"):
+        parts.append("shared")
+    return spec["method"] + (f" ({', '.join(parts)})" if parts else "")
+
+
+def variant_notes(rows: Sequence[MethodRow]) -> list[str]:
+    """One line per variant row: its name and what it ran."""
+    return [f"{r.method} = {r.variant}" for r in rows if r.variant]
 
 
 def reference_of(rows: Sequence[MethodRow]) -> str | None:
@@ -243,7 +260,7 @@ def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[
     return out
 
 
-def markdown(lines: list[list[str]], title: str = "") -> str:
+def markdown(lines: list[list[str]], title: str = "", notes: Sequence[str] = ()) -> str:
     head, *body = lines
     md = [f"# {title}", ""] if title else []
     md += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -255,6 +272,8 @@ def markdown(lines: list[list[str]], title: str = "") -> str:
         "trainable parameters (V-PETL Bench). Dense: per-task headline metrics (mIoU; normals: "
         "mean angular error, lower is better) and Δm (%) against the reference run.",
     ]
+    if notes:  # named variants: which method and options each row ran
+        md += ["", "Variants: " + "; ".join(f"`{n}`" for n in notes) + "."]
     return "\n".join(md) + "\n"
 
 

@@ -74,6 +74,19 @@ def _method_opts(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _variants(pairs: list[str] | None) -> dict[str, str]:
+    """``polyhistor-r4=polyhistor`` -> {"polyhistor-r4": "polyhistor"}."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, method = (p.strip() for p in pair.partition("="))
+        if not sep or not name or not method:
+            raise ConfigError(f"--variant expects NAME=METHOD (e.g. lora-r8=lora), got {pair!r}")
+        if name in out:
+            raise ConfigError(f"--variant {name} given twice")
+        out[name] = method
+    return out
+
+
 def _print_report(report: Any, title: str) -> None:
     _err.print(
         f"{title}: trained {len(report.trained)}, reused {len(report.reused)}, "
@@ -136,6 +149,14 @@ def run_command(
         list[str] | None,
         typer.Option(
             "--opt", help="METHOD.KEY=VALUE method option, repeatable (e.g. lora.rank=8)."
+        ),
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help="NAME=METHOD: a named variant of METHOD, a row of its own (added to --methods "
+            "when missing); its options with --opt NAME.KEY=VALUE, repeatable.",
         ),
     ] = None,
     limit_train: Annotated[
@@ -202,6 +223,10 @@ def run_command(
             raise ConfigError("give --name (or --config FILE)")
         cfg = SweepConfig(**{k: v for k, v in cli.items() if v is not None})
     cfg.train = {**cfg.train, **train}
+    for label, method in _variants(variant).items():
+        cfg.variants[label] = {**cfg.variants.get(label, {}), "method": method}
+        if label not in cfg.methods:
+            cfg.methods = [*cfg.methods, label]
     for method, extra in _method_opts(opt).items():
         merged = cfg.method_overrides.setdefault(method, {})
         merged["options"] = {**merged.get("options", {}), **extra["options"]}
@@ -328,19 +353,27 @@ def _show_table(
     store: Any, sweep: str | None, reference: str | None, out: Path | None, show: bool = True
 ) -> dict:
     from ..bench.store import ResultStore
-    from ..bench.table import long_rows, markdown, table_rows, to_csv
+    from ..bench.table import long_rows, markdown, table_rows, to_csv, variant_notes
 
     rows = _rows(store.root if isinstance(store, ResultStore) else Path(store), sweep)
     lines = table_rows(rows, reference)
     title = f"vpeft bench: {sweep or 'all sweeps'}"
+    notes = variant_notes(rows)
     files = {}
     if out is not None:
         files = {"markdown": out / "table.md", "csv": out / "table.csv"}
-        atomic_write_text(files["markdown"], markdown(lines, title))
+        atomic_write_text(files["markdown"], markdown(lines, title, notes))
         atomic_write_text(files["csv"], to_csv(long_rows(rows)))
-    result = {"header": lines[0], "rows": lines[1:], "files": {k: str(v) for k, v in files.items()}}
+    result = {
+        "header": lines[0],
+        "rows": lines[1:],
+        "variants": {r.method: r.variant for r in rows if r.variant},
+        "files": {k: str(v) for k, v in files.items()},
+    }
     if show:
         print_table(lines, title)
+        for note in notes:
+            console.print(note, highlight=False, markup=False)
     return result
 
 
