@@ -59,7 +59,9 @@ def write_vqa(root: Path) -> dict[str, int]:
                         "question_id": q,
                         "image_id": image_id,
                         "multiple_choice_answer": ANSWERS[q % 4],
-                        "answers": [{"answer": a, "answer_id": k + 1} for k, a in enumerate(people)],
+                        "answers": [
+                            {"answer": a, "answer_id": k + 1} for k, a in enumerate(people)
+                        ],
                     }
                 )
                 q += 1
@@ -80,8 +82,11 @@ def write_nlvr2(root: Path) -> dict[str, int]:
         lines = []
         for k in range(n):
             stem = f"{split}-{s}-{k}"
-            entry = {"identifier": f"{stem}-0", "sentence": "there is a red circle",
-                     "label": "True" if k % 2 == 0 else "False"}  # fmt: skip
+            entry = {
+                "identifier": f"{stem}-0",
+                "sentence": "there is a red circle",
+                "label": "True" if k % 2 == 0 else "False",
+            }
             folder = root / split
             if split == "train":
                 entry["directory"] = k % 2
@@ -101,8 +106,9 @@ def write_flickr30k(root: Path) -> dict[str, tuple[int, int]]:
         for i in range(n):
             name = f"{split}{i}.jpg"
             _image(root / "flickr30k-images" / name, zlib.crc32(name.encode()) % 1000, "JPEG")
-            captions = [{"raw": f"a red circle and {c + 1} blue squares"}
-                        for c in range(FLICKR_CAPTIONS)]  # fmt: skip
+            captions = [
+                {"raw": f"a red circle and {c + 1} blue squares"} for c in range(FLICKR_CAPTIONS)
+            ]
             images.append({"filename": name, "split": split, "sentences": captions})
     (root / "dataset_flickr30k.json").write_text(json.dumps({"images": images}))
     return {s: (n, n * FLICKR_CAPTIONS) for s, n in FLICKR_COUNTS.items()}
