@@ -425,8 +425,8 @@ def _run_vl(
     for role, given in zip(("train", "val", "test"), split_names, strict=True):
         if given.lower() not in (AUTO_SPLIT, "none") or (role == "train" and given == "none"):
             raise ConfigError(
-                f"--{role}-split {given!r}: the splits of {spec.kind} data are fixed by the kind; "
-                "use auto (or none to skip val / test)"
+                f"--{role}-split {given!r}: the splits of {spec.kind} data are fixed by the part "
+                "(or layout); use auto (or none to skip val / test)"
             )
     roles = tuple(r for r, g in zip(("train", "val", "test"), split_names, strict=True)
                   if g.lower() != "none")  # fmt: skip
