@@ -249,3 +249,27 @@ def test_each_missing_piece_is_named(tmp_path):
     assert "--weights" in _error(
         ["train", "-b", "hf:CLIPModel", "--weights", folder, *train[3:], "--data", f"vqa-v2:{root}"]
     )
+
+
+def test_bench_protocol_vl_runs_clip_base_to_new_on_class_folders(tmp_path):
+    from vpeft.bench.store import ResultStore
+
+    per_class = L.write_classes(tmp_path / "data" / "clip-classes")
+    store = tmp_path / "store"
+    code, stdout, stderr = _invoke(
+        ["bench", "run", "--name", "c", "--protocol", "vl", "--tasks", "clip", "--methods",
+         "lora", "--backbone", "clip-tiny-synth", "--data-root", tmp_path / "data", "--seeds",
+         "0", "--lr", "1e-3", "--wd", "0", "--epochs", "1", "--store", store, "--device", "cpu",
+         "--json"]
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads(stdout)["complete"]
+    [record] = list(ResultStore(store).records(sweep="c"))
+    assert record["spec"]["data"] == f"clip-base:{tmp_path / 'data' / 'clip-classes'}"
+    assert record["flops"]["train_images"] == 2 * per_class["train"]  # the 2 base classes
+    b2n = record["metrics"]["base_to_new"]
+    test_images = 2 * per_class["test"]  # per half
+    for half in ("base", "new"):
+        assert round(b2n[half] * test_images / 100, 6) in range(test_images + 1)
+    if b2n["base"] + b2n["new"] > 0:
+        assert b2n["hm"] == pytest.approx(2 * b2n["base"] * b2n["new"] / (b2n["base"] + b2n["new"]))
