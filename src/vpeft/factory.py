@@ -53,10 +53,7 @@ def create_backbone(
         return BUNDLED_VL[name].create(pretrained=not random_init, seed=seed)
     if is_hf_name(name):
         if weights is not None:
-            raise ConfigError(
-                "--weights is for timm checkpoints; give a transformers model as a local folder "
-                "holding config.json and model.safetensors instead"
-            )
+            return _hf_from_folder(name, Path(weights), seed, img_size)
         return create_hf_backbone(name, seed, img_size)
     sized = {} if img_size is None else {"img_size": img_size}
     if random_init and weights is not None:
@@ -83,6 +80,28 @@ def create_backbone(
         model = _build(name, sized, {"num_classes": 0, **kwargs})
     if weights is not None:
         load_backbone_weights(model, Path(weights))
+    return model
+
+
+def _hf_from_folder(name: str, folder: Path, seed: int, img_size: int | None) -> nn.Module:
+    """``hf:<Class> --weights DIR``: the transformers model saved in DIR (``config.json`` +
+    ``model.safetensors``, and ``tokenizer.json`` for VL texts), which must be a <Class>."""
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"--weights {folder}: a transformers backbone ({name}) takes a local folder holding "
+            "config.json and model.safetensors (timm checkpoint files are for timm backbones)"
+        )
+    if not (folder / "model.safetensors").is_file():
+        raise ConfigError(f"--weights {folder}: model.safetensors is missing")
+    from .backbones.hf_factory import PREFIX, create_hf_backbone
+
+    model = create_hf_backbone(str(folder), seed, img_size)
+    wanted = name[len(PREFIX) :].partition(":")[0] if name.startswith(PREFIX) else ""
+    if wanted and type(model).__name__ != wanted:
+        raise ConfigError(
+            f"--weights {folder} holds a {type(model).__name__}, not the {wanted} of --backbone "
+            f"{name}"
+        )
     return model
 
 

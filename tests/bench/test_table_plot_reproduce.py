@@ -380,3 +380,48 @@ def test_dense_train_logs_to_tensorboard(tmp_path: Path) -> None:
     tags = set(events.Tags()["scalars"])
     assert "train_loss" in tags
     assert any("semseg" in t for t in tags) and any("normals" in t for t in tags), tags
+
+
+def test_reproduce_apt_runs_on_miniatures_of_the_vl_layouts(tmp_path: Path) -> None:
+    import shutil
+
+    from vpeft.zoo import BUNDLED_VL
+
+    from ..vl import layouts
+
+    data, weights, store = tmp_path / "data", tmp_path / "weights", tmp_path / "store"
+    base = ["bench", "reproduce", "apt", "--data-root", str(data), "--weights-dir", str(weights)]
+    res = runner.invoke(app, [*base, "--json"])
+    assert res.exit_code == 2
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "4 of 4 pieces are missing" in message and "ViLT-B/32" in message
+
+    vqa = layouts.write_vqa(data / "vqav2")
+    nlvr2 = layouts.write_nlvr2(data / "nlvr2")
+    flickr = layouts.write_flickr30k(data / "flickr30k")
+    shutil.copytree(BUNDLED_VL["vilt-tiny-synth"].path, weights / "vilt-b32-mlm")
+    res = runner.invoke(app, [*base, "--check-only", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["ready"] is True
+    run = ["--store", str(store), "--methods", "lora", "--seeds", "0", "--lr", "3e-3", "--wd",
+           "0", "--epochs", "1", "--device", "cpu", "--json"]  # fmt: skip
+    res = runner.invoke(app, [*base, *run])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["sweeps"] == {"reproduce-apt-vl": True}
+    records = list(ResultStore(store).records(sweep="reproduce-apt-vl"))
+    by_task = {r["labels"]["task"]: r for r in records}
+    assert set(by_task) == {"vqa", "nlvr2", "retrieval"}
+    assert {r["spec"]["backbone"] for r in records} == {"hf:ViltModel"}
+    assert by_task["vqa"]["spec"]["data"] == f"vqa-v2:{data}/vqav2"
+    # training samples: VQA questions, NLVR2 statements, ITM pairs (a positive + a negative)
+    trained = {t: r["flops"]["train_images"] for t, r in by_task.items()}
+    assert trained == {"vqa": vqa["train2014"], "nlvr2": nlvr2["train"],
+                       "retrieval": 2 * flickr["train"][1]}  # fmt: skip
+    # the headline is the metric of the test split; on 3 images x 2 captions every R@5 / R@10
+    # is 100 (any 5 of the 6 captions hold a positive, any 3 images do), so rsum = 400 + R@1s
+    recall = {k.split("/")[1]: v for k, v in by_task["retrieval"]["metrics"]["results"].items()}
+    assert by_task["retrieval"]["metrics"]["score"] == recall["rsum"]
+    assert recall["rsum"] == pytest.approx(400 + recall["i2t_r1"] + recall["t2i_r1"])
+    vqa_metrics = by_task["vqa"]["metrics"]
+    assert vqa_metrics["score"] == vqa_metrics["results"]["vqa/vqa_score"]
+    [row] = build_rows(records)
+    assert set(row.cells) == {"vqa", "nlvr2", "retrieval"}

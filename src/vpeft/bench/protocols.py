@@ -25,6 +25,10 @@ A protocol says which splits select hyper-parameters and which give the reported
   ``retrieval`` (bundled ViLT) and ``clip`` (bundled CLIP, base-to-new: trained on the base
   classes, scored on base and new test classes and their harmonic mean); ``train`` -> ``val``
   selects, ``train`` -> ``test`` reports.
+* ``vl`` (the APT tables on the standard layouts under ``--data-root``): the same tasks and
+  presets, read by the on-disk ``--data`` kinds (`VL_FOLDERS`: ``vqav2/`` → ``vqa-v2:``,
+  ``nlvr2/``, ``flickr30k/``, ``clip-classes/`` → ``clip-base:``); val selects (VQA v2:
+  val2014; NLVR2: dev; Flickr30k: Karpathy val), test reports (val2014, test1, Karpathy test).
 
 A grid of one point skips selection: the final runs start at once.
 """
@@ -91,7 +95,9 @@ class Protocol:
         """The backbone of `task`: the user's, else the protocol's (VL: CLIP for ``clip``)."""
         if given:
             return given
-        return VL_CLIP_BACKBONE if self.kind == "vl" and task == "clip" else self.backbone
+        if self.kind == "vl" and task == "clip":
+            return VL_CLIP_BACKBONE if self.name == "vl-synthetic" else "hf:CLIPModel"
+        return self.backbone
 
     def data_spec(self, task: str, data_root: str | None) -> str:
         """The ``KIND:ROOT_OR_TASK`` string of `task` (see `vpeft train --data`)."""
@@ -99,6 +105,15 @@ class Protocol:
             return f"synthetic:{task}"
         if self.data_kind == "vl-synthetic":
             return f"vl-synthetic:{'clip-base' if task == 'clip' else task}"
+        if self.data_kind == "vl":
+            if not data_root:
+                raise ConfigError(
+                    "protocol vl reads data from disk: give --data-root (the folder holding "
+                    + ", ".join(f"{folder}/" for _, folder in VL_FOLDERS.values())
+                    + ")"
+                )
+            kind, folder = VL_FOLDERS[task]
+            return f"{kind}:{data_root.rstrip('/')}/{folder}"
         if self.data_kind == "dense-synthetic":  # the root is the generator's options
             return f"dense-synthetic:{data_root or 'default'}"
         if self.kind == "dense" and data_root:  # one folder holds every dense task
@@ -120,7 +135,7 @@ class Protocol:
         if self.kind == "dense":
             dense_task_names(task)
         elif self.kind == "vl" and task not in VL_TASKS:
-            raise ConfigError(f"vl-synthetic tasks are {', '.join(VL_TASKS)}; got {task!r}")
+            raise ConfigError(f"{self.name} tasks are {', '.join(VL_TASKS)}; got {task!r}")
         elif self.data_kind == "synthetic" and task not in self.groups:
             known = ", ".join(self.groups)
             raise ConfigError(f"unknown synthetic task {task!r}; choose from {known}")
@@ -130,6 +145,13 @@ class Protocol:
 VL_TASKS: tuple[str, ...] = ("vqa", "nlvr2", "retrieval", "clip")
 VL_BACKBONE = "vilt-tiny-synth"
 VL_CLIP_BACKBONE = "clip-tiny-synth"
+#: protocol ``vl``: the ``--data`` kind and the sub-folder of ``--data-root`` of each task
+VL_FOLDERS: dict[str, tuple[str, str]] = {
+    "vqa": ("vqa-v2", "vqav2"),
+    "nlvr2": ("nlvr2", "nlvr2"),
+    "retrieval": ("flickr30k", "flickr30k"),
+    "clip": ("clip-base", "clip-classes"),
+}
 
 
 def dense_task_names(task: str) -> list[str]:
@@ -229,6 +251,19 @@ PROTOCOLS: dict[str, Protocol] = {
             "CLIP base-to-new",
             kind="vl",
             backbone=VL_BACKBONE,
+        ),
+        Protocol(
+            "vl",
+            "vl",
+            "train",
+            "val",
+            "train",
+            "test",
+            {t: "vl" for t in VL_TASKS},
+            "vision-language on the standard layouts under --data-root (vqav2/, nlvr2/, "
+            "flickr30k/, clip-classes/; the on-disk --data kinds): APT's tables",
+            kind="vl",
+            backbone="hf:ViltModel",
         ),
     )
 }
@@ -439,7 +474,7 @@ def preset_for(protocol: str, method: str, task: str | None = None) -> MethodPre
         return _demo_preset(method)
     if get_protocol(protocol).kind == "dense":
         return _dense_preset(protocol, method)
-    if protocol == "vl-synthetic":
+    if protocol in ("vl-synthetic", "vl"):
         return _vl_preset(method, task)
     if protocol == "synthetic":
         presets = _synthetic_presets()

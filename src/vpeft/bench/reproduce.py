@@ -7,8 +7,11 @@ weights under ``--weights-dir`` as local files (no download at run time)::
     <data-root>/vtab-1k/<task>/{train800,val200,train800val200,test}.txt + images
     <data-root>/fgvc/<cub|nabirds|flowers|dogs|cars>/{train,val,test}.json + images
     <data-root>/pascal_context/ImageSets/Context/{train,val}.txt, JPEGImages/, semseg/, ...
-    <data-root>/{vqav2,nlvr2,flickr30k}/...
-    <weights-dir>/<file named in WEIGHTS>
+    <data-root>/vqav2/v2_OpenEnded_mscoco_{train,val}2014_questions.json,
+        v2_mscoco_{train,val}2014_annotations.json, {train,val}2014/COCO_*.jpg
+    <data-root>/nlvr2/{train,dev,test1}.json, images/train/<dir>/*.png, dev/, test1/
+    <data-root>/flickr30k/dataset_flickr30k.json, flickr30k-images/
+    <weights-dir>/<file named in WEIGHTS> (ViLT: a transformers folder with tokenizer.json)
 """
 
 from __future__ import annotations
@@ -82,12 +85,28 @@ def _pascal(path: Path) -> str | None:
     return f"{path} lacks {', '.join(missing)}" if missing else None
 
 
-def _folder(path: Path) -> str | None:
-    return None if path.is_dir() and any(path.iterdir()) else f"folder {path} is missing or empty"
-
-
 def _file(path: Path) -> str | None:
     return None if path.is_file() else f"file {path} is missing"
+
+
+def _needs(*names: str) -> Callable[[Path], str | None]:
+    """A check that `names` (files, or folders ending in ``/``) exist under the path."""
+
+    def check(path: Path) -> str | None:
+        if not path.is_dir():
+            return f"folder {path} is missing"
+        missing = [n for n in names if not (path / n).exists()]
+        return f"{path} lacks {', '.join(missing)}" if missing else None
+
+    return check
+
+
+_VQA_FILES = [
+    *(f"v2_OpenEnded_mscoco_{s}_questions.json" for s in ("train2014", "val2014")),
+    *(f"v2_mscoco_{s}_annotations.json" for s in ("train2014", "val2014")),
+    "train2014/",
+    "val2014/",
+]
 
 
 VTAB_HOW = "VTAB-1k list-file release (e.g. the one distributed with NOAH/SPT), one folder per task"
@@ -193,28 +212,40 @@ PAPERS: dict[str, Paper] = {
         "APT Table 1: ViLT on VQA v2 / NLVR2 / Flickr30k",
         [
             Requirement(
-                "data", "VQA v2", "vqav2", "VQA v2 questions, answers and COCO images", _folder
+                "data",
+                "VQA v2",
+                "vqav2",
+                "VQA v2 questions + annotations json (visualqa.org) and the COCO 2014 images",
+                _needs(*_VQA_FILES),
             ),
-            Requirement("data", "NLVR2", "nlvr2", "NLVR2 json + images", _folder),
             Requirement(
-                "data", "Flickr30k", "flickr30k", "Flickr30k images + Karpathy split", _folder
+                "data",
+                "NLVR2",
+                "nlvr2",
+                "NLVR2 train/dev/test1 json (github.com/lil-lab/nlvr) + images",
+                _needs("train.json", "dev.json", "test1.json"),
+            ),
+            Requirement(
+                "data",
+                "Flickr30k",
+                "flickr30k",
+                "Flickr30k images + Karpathy's dataset_flickr30k.json",
+                _needs("dataset_flickr30k.json", "flickr30k-images/"),
             ),
             Requirement(
                 "weights",
                 "ViLT-B/32 (transformers folder)",
                 VILT,
-                "a local folder holding config.json and model.safetensors",
-                _folder,
+                "a local folder holding config.json, model.safetensors and tokenizer.json "
+                "(e.g. dandelin/vilt-b32-mlm saved with save_pretrained)",
+                _needs("config.json", "model.safetensors", "tokenizer.json"),
             ),
         ],
         "hf:ViltModel",
-        None,
+        VILT,
         ["full", "linear", "vpt-deep", "lora", "adapter", "scaled-pa", "apt"],
-        None,
-        "the real VQA v2 / NLVR2 / Flickr30k readers (vpeft.data.vl.readers) are not yet a "
-        "--data kind of `vpeft train` / `vpeft bench` (only vl-synthetic is); run the same "
-        "protocol on the procedural suite with `vpeft bench run --protocol vl-synthetic "
-        "--methods apt,... --tasks vqa,nlvr2,retrieval,clip`",
+        "vl",
+        runs=[("vl", "", ["vqa", "nlvr2", "retrieval"])],
     ),
 }
 

@@ -193,11 +193,11 @@ def _build_dense(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
 
 
 def _build_vl(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
-    from ..cli.vl_data import vl_data
+    from ..cli.vl_data import load_vl
 
     limit = spec.get("limit") or {}
     roles = ("train", *spec["eval_splits"])
-    vl = vl_data(data.root, model, roles)
+    vl = load_vl(data.kind, data.root, model, roles)
     inputs = {"train": _limited(vl.splits["train"], limit.get("train"))}
     inputs.update({role: vl.splits[role] for role in spec["eval_splits"]})  # galleries whole
     pm = apply(model, spec["method"], tasks=[vl.task], **spec.get("options", {}))
@@ -219,21 +219,23 @@ def _dense_metrics(pm: Any, last: dict[str, Any], scored: str) -> dict[str, Any]
 
 
 def _vl_metrics(
-    pm: Any, model: Any, part: str, last: dict[str, Any], scored: str, config: TrainConfig
+    pm: Any, model: Any, data: DataSpec, last: dict[str, Any], scored: str, config: TrainConfig
 ) -> dict[str, Any]:
-    from ..cli.vl_data import evaluation_task, results, vl_data
+    from ..cli.vl_data import evaluation_task, load_vl, new_half, part_of, results
     from ..tasks.vl import base_to_new
     from ..train.device import autocast_dtype, resolve_device
     from ..train.evaluate import evaluate_tasks
 
+    part = part_of(data.kind, data.root)
     values = results(last, scored)
     score = values.get(VL_HEADLINE[part])
     out: dict[str, Any] = {"results": values, "score": score}
     if part == "clip-base" and scored == "test":  # base-to-new: the new classes after training
         task = next(iter(pm.tasks.values()))
-        pm.tasks[task.name] = evaluation_task("clip-new", task)
+        new = load_vl(*new_half(data.kind, data.root), model, ("test",))
+        pm.tasks[task.name] = evaluation_task(new, task)
         device = resolve_device(config.device)
-        new_data = vl_data("clip-new", model, ("test",)).splits["test"]
+        new_data = new.splits["test"]
         scores = evaluate_tasks(pm, new_data, config.eval_batch_size, device,
                                 autocast_dtype(config.amp, device))  # fmt: skip
         summary = base_to_new(score, scores[task.name].values["top1"])
@@ -254,11 +256,12 @@ def execute(
 
     The data kind decides what is built: image classification (top-1), a dense multi-task
     model (``dense-synthetic:`` / ``pascal-mt:`` data, a ``tasks`` field; per-task headline
-    metrics) or a VL task (``vl-synthetic:`` data; its headline metric, CLIP base/new/HM).
+    metrics) or a VL task (``vl-synthetic:`` data or an on-disk VL kind such as ``vqa-v2:``;
+    its headline metric, CLIP base/new/HM).
     A checkpoint already in `work_dir` (a killed attempt) is resumed.
     """
     from ..cli.dense import DENSE_KINDS
-    from ..cli.vl_data import KIND as VL_KIND
+    from ..cli.vl_data import KINDS as VL_KINDS
 
     started, t0 = _now(), time.perf_counter()
     # one seed before anything random: the backbone's construction, then the method's initial
@@ -270,7 +273,7 @@ def execute(
     config = train_config_of(spec, work_dir, device)
     if data.kind in DENSE_KINDS:
         built = _build_dense(spec, model, data)
-    elif data.kind == VL_KIND:
+    elif data.kind in VL_KINDS:
         built = _build_vl(spec, model, data)
     else:
         built = _build_classification(spec, model, data)
@@ -313,8 +316,8 @@ def execute(
     extra: dict[str, Any] = {}
     if data.kind in DENSE_KINDS:
         extra = _dense_metrics(pm, last, scored)
-    elif data.kind == VL_KIND:
-        extra = _vl_metrics(pm, model, data.root, last, scored, config)
+    elif data.kind in VL_KINDS:
+        extra = _vl_metrics(pm, model, data, last, scored, config)
     adapter = work_dir / ADAPTER_NAME
     n_train = _count(inputs["train"])
     return {

@@ -112,8 +112,8 @@ def run_command(
     protocol: Annotated[
         str | None,
         typer.Option(
-            help="vtab-1k, fgvc, synthetic (default), demo, dense-synthetic, pascal-mt or "
-            "vl-synthetic (see docs/bench.md).",
+            help="vtab-1k, fgvc, synthetic (default), demo, dense-synthetic, pascal-mt, "
+            "vl-synthetic or vl (VL layouts under --data-root; see docs/bench.md).",
             show_default=False,
         ),
     ] = None,

@@ -2,8 +2,9 @@
 
 ``synthetic:synth-count`` names a procedural task; ``vtab:/data/vtab-1k/cifar``,
 ``fgvc:/data/fgvc/cub`` and ``folder:/data/my-images`` name folders read by `vpeft.data`;
-``vl-synthetic:vqa`` (nlvr2, retrieval, clip-base, clip-new) the procedural VL suite
-(`vpeft.cli.vl_data`).
+``vl-synthetic:vqa`` (nlvr2, retrieval, clip-base, clip-new) the procedural VL suite, and
+``vqa-v2:DIR``, ``nlvr2:DIR``, ``flickr30k:DIR``, ``clip-base:DIR`` / ``clip-new:DIR`` the
+standard VL layouts on disk (`vpeft.cli.vl_data`).
 Splits follow VTAB-1k: ``train800``, ``val200``, ``train800val200`` and ``test``.
 """
 
@@ -30,6 +31,11 @@ KINDS: tuple[str, ...] = (
     "pascal-mt",
     "ade20k",
     "vl-synthetic",
+    "vqa-v2",
+    "nlvr2",
+    "flickr30k",
+    "clip-base",
+    "clip-new",
 )
 #: kinds whose ROOT names a generated task, not a folder
 GENERATED_KINDS: tuple[str, ...] = ("synthetic", "dense-synthetic", "vl-synthetic")
@@ -42,10 +48,13 @@ DataOpt = Annotated[
         "--data",
         "-d",
         help="KIND:ROOT_OR_TASK, KIND one of synthetic, vtab, fgvc, folder, dense-synthetic, "
-        "pascal-mt, ade20k, vl-synthetic (e.g. synthetic:synth-count, vtab:/data/vtab-1k/cifar, "
+        "pascal-mt, ade20k, vl-synthetic and the VL layouts below (e.g. synthetic:synth-count, "
+        "vtab:/data/vtab-1k/cifar, "
         "dense-synthetic:default or dense-synthetic:seed=0,limit=200, pascal-mt:/data/PASCAL_MT, "
         "ade20k:/data/ADEChallengeData2016 (single task semseg, SETR-PUP decoder), "
-        "vl-synthetic:vqa with a VL backbone; parts vqa, nlvr2, retrieval, clip-base, clip-new).",
+        "vl-synthetic:vqa with a VL backbone; parts vqa, nlvr2, retrieval, clip-base, clip-new; "
+        "on disk: vqa-v2:DIR, nlvr2:DIR, flickr30k:DIR (Karpathy json), clip-base:DIR / "
+        "clip-new:DIR (class folders + classnames.txt)).",
     ),
 ]
 

@@ -27,7 +27,7 @@ from .data_option import (
 )
 from .dense import DENSE_KINDS, dense_split, headlines
 from .train import ImgSizeOpt, create_backbone_for_cli
-from .vl_data import KIND as VL_KIND
+from .vl_data import KINDS as VL_KINDS
 
 AdapterOpt = Annotated[
     Path, typer.Option("--adapter", help="adapter file written by `vpeft train` / PeftModel.save.")
@@ -69,7 +69,7 @@ def eval_command(
     spec = DataSpec.parse(data)
     info = read_info(adapter)
     model = create_backbone_for_cli(backbone, weights, img_size, random_init)
-    if spec.kind == VL_KIND:
+    if spec.kind in VL_KINDS:
         record = _eval_vl(spec, model, adapter, info, split, batch_size, device, amp)
         record.update(split=split, data=data, adapter=str(adapter))
         if json_out:
@@ -173,23 +173,24 @@ def _multi_scale_results(
 
 def _eval_vl(spec: DataSpec, model: Any, adapter: Path, info: dict[str, Any], split: str,
              batch_size: int, device: str, amp: str) -> dict[str, Any]:  # fmt: skip
-    """Every metric of the adapter's VL task on a split of ``vl-synthetic:PART``."""
+    """Every metric of the adapter's VL task on a split (role train / val / test) of VL data
+    (``vl-synthetic:PART`` or an on-disk kind)."""
     from ..train.device import autocast_dtype, resolve_device
     from ..train.evaluate import evaluate_tasks
-    from .vl_data import evaluation_task, vl_data
+    from .vl_data import evaluation_task, load_vl
 
     if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split {split!r}: {VL_KIND} data has train, val and test")
+        raise ConfigError(f"--split {split!r}: {spec.kind} data has train, val and test")
     pm = load_for_cli(adapter, model, info)
-    vl = vl_data(spec.root, pm.spec.backbone, (split,))
+    vl = load_vl(spec.kind, spec.root, pm.spec.backbone, (split,))
     if list(pm.tasks) != [vl.task.name]:
         raise ConfigError(
-            f"{adapter} holds the task(s) {list(pm.tasks)}; --data {VL_KIND}:{spec.root} "
+            f"{adapter} holds the task(s) {list(pm.tasks)}; --data {spec.kind}:{spec.root} "
             f"evaluates {vl.task.name!r}"
         )
     if split == "test":
         name = vl.task.name
-        pm.tasks[name] = evaluation_task(spec.root, pm.tasks[name])
+        pm.tasks[name] = evaluation_task(vl, pm.tasks[name])
     target = resolve_device(device)
     pm.to(target)
     scores = evaluate_tasks(pm, vl.splits[split], batch_size, target, autocast_dtype(amp, target))

@@ -56,7 +56,7 @@ from .dense import (
     tasks_for,
 )
 from .outputs import check_out_dir
-from .vl_data import KIND as VL_KIND
+from .vl_data import KINDS as VL_KINDS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -284,7 +284,7 @@ def _run(
 
     train_split, val_split, test_split = split_names
     name, _, random = backbone.partition("+")
-    if spec.kind == VL_KIND:
+    if spec.kind in VL_KINDS:
         return _run_vl(name, random == "random-init", method, spec, data, out, options, weights,
                        img_size, config, split_names, resume, log)  # fmt: skip
     model = create_backbone_for_cli(name, weights, img_size, random == "random-init")
@@ -410,8 +410,9 @@ def _run_vl(
     options: dict[str, str], weights: Path | None, img_size: int | None, config: TrainConfig,
     split_names: tuple[str, str, str], resume: bool, log: str | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """`vl-synthetic:PART` data: the part's VL task on a transformers VL backbone. For
-    ``clip-new`` the test split (new classes) is scored after training with the new names."""
+    """VL data (``vl-synthetic:PART`` or an on-disk kind such as ``vqa-v2:DIR``): its VL task on
+    a transformers VL backbone. For base-to-new (``clip-new``) the test split (new classes) is
+    scored after training with the new names."""
     from .. import adapter_info
     from ..model import apply
     from ..train import train
@@ -419,23 +420,23 @@ def _run_vl(
     from ..train.evaluate import evaluate_tasks
     from ..train.records import SUMMARY_NAME, write_summary
     from ..train.rng import seed_everything
-    from .vl_data import evaluation_task, results, vl_data
+    from .vl_data import evaluation_task, load_vl, results
 
     for role, given in zip(("train", "val", "test"), split_names, strict=True):
         if given.lower() not in (AUTO_SPLIT, "none") or (role == "train" and given == "none"):
             raise ConfigError(
-                f"--{role}-split {given!r}: the splits of {VL_KIND} data are fixed by the part; "
-                "use auto (or none to skip val / test)"
+                f"--{role}-split {given!r}: the splits of {spec.kind} data are fixed by the part "
+                "(or layout); use auto (or none to skip val / test)"
             )
     roles = tuple(r for r, g in zip(("train", "val", "test"), split_names, strict=True)
                   if g.lower() != "none")  # fmt: skip
     model = create_backbone_for_cli(name, weights, img_size, random_init)
-    vl = vl_data(spec.root, model, roles)
+    vl = load_vl(spec.kind, spec.root, model, roles)
     seed_everything(config.seed)  # the method's initial values
     pm = apply(model, method, tasks=[vl.task], **options)
     backbone = name + ("+random-init" if random_init else "")
     adapter_info.attach(pm, None, None, backbone)
-    test_after = spec.root == "clip-new" and "test" in vl.splits
+    test_after = vl.new_classes is not None and "test" in vl.splits
     extra = {"out": str(out), "data": data, "splits": {r: vl.names[r] for r in roles}}
     with epoch_logger(log, out, method, options, config) as on_epoch_end:
         result = train(
@@ -453,7 +454,7 @@ def _run_vl(
     last = result.history[-1]
     metrics = {split: results(last, split) for split in ("val", "test") if split in vl.splits}
     if test_after:
-        pm.tasks[vl.task.name] = evaluation_task(spec.root, vl.task)
+        pm.tasks[vl.task.name] = evaluation_task(vl, vl.task)
         device = resolve_device(config.device)
         scores = evaluate_tasks(pm, vl.splits["test"], config.eval_batch_size, device,
                                 autocast_dtype(config.amp, device))  # fmt: skip
