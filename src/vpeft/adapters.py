@@ -67,56 +67,61 @@ _PIECE_TABLES = ("parallel", "sequential", "reparam", "sources")
 
 
 # -- neutral copies -------------------------------------------------------------------------
-class NeutralBranch(nn.Module):
-    """The copy of an added branch for an adapter that does not use it: adds zeros (shaped like
-    the branch's output; `ref` is a copy of another adapter, read but not registered)."""
+class _NeutralCopy(nn.Module):
+    """A copy for an adapter that does not use a switch's module. `ref` is another adapter's
+    copy, read but not registered; the merge queries named in `queries` that `ref` answers are
+    answered with the neutral values `_neutral_query` gives."""
 
-    neutral = "zero"
+    queries: tuple[str, ...] = ()
 
     def __init__(self, ref: nn.Module) -> None:
         super().__init__()
         object.__setattr__(self, "_ref", ref)
+
+    def _neutral_query(self, ref: nn.Module, name: str) -> Any:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            ref = self.__dict__.get("_ref")
+            if name in self.queries and ref is not None and hasattr(ref, name):
+                return self._neutral_query(ref, name)
+            raise
+
+
+class NeutralBranch(_NeutralCopy):
+    """The copy of an added branch for an adapter that does not use it: adds zeros (shaped like
+    the branch's output)."""
+
+    neutral = "zero"
+    queries = ("delta_weight", "delta_bias")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         with torch.no_grad():
             return torch.zeros_like(self._ref(*args, **kwargs))
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            ref = self.__dict__.get("_ref")
-            if name in ("delta_weight", "delta_bias") and ref is not None and hasattr(ref, name):
-                return lambda: torch.zeros_like(getattr(ref, name)())
-            raise
+    def _neutral_query(self, ref: nn.Module, name: str) -> Any:
+        return lambda: torch.zeros_like(getattr(ref, name)())
 
 
-class NeutralModule(nn.Module):
+class NeutralModule(_NeutralCopy):
     """The copy of a module applied to a layer's output, for an adapter that does not use it:
     the identity (merges as scale 1, shift 0)."""
 
     neutral = "identity"
-
-    def __init__(self, ref: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "_ref", ref)
+    queries = ("affine",)
 
     def forward(self, y: Any, *args: Any, **kwargs: Any) -> Any:
         return y
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            ref = self.__dict__.get("_ref")
-            if name == "affine" and ref is not None and hasattr(ref, name):
+    def _neutral_query(self, ref: nn.Module, name: str) -> Any:
+        def affine() -> tuple[torch.Tensor, torch.Tensor]:
+            scale, shift = ref.affine()
+            return torch.ones_like(scale), torch.zeros_like(shift)
 
-                def affine() -> tuple[torch.Tensor, torch.Tensor]:
-                    scale, shift = ref.affine()
-                    return torch.ones_like(scale), torch.zeros_like(shift)
-
-                return affine
-            raise
+        return affine
 
 
 # -- bookkeeping ----------------------------------------------------------------------------
