@@ -552,17 +552,23 @@ def _record_names(pm: Any, group: AdapterGroup, scratch: Any) -> None:
         group.buffer_names[_normalise(n)] = n
 
 
-def _adapter_tensors(pm: Any, group: AdapterGroup, name: str) -> dict[str, torch.Tensor]:
-    """Single-task file name -> tensor of adapter `name` (its copies and its head)."""
-    out: dict[str, torch.Tensor] = {}
+def _switch_copies(pm: Any, group: AdapterGroup, name: str) -> Iterator[tuple[str, nn.Module]]:
+    """(path of the switch in `pm`, its copy for adapter `name`) for each switch of `group`."""
     ids = {id(s) for s in group.switches}
     for path, module in pm.named_modules():
         if id(module) in ids:
-            for leaf, p in module.copies[name].named_parameters():
-                key = _normalise(f"{path}.copies.{name}.{leaf}")
-                if key not in group.names:
-                    raise AdapterFileError(f"internal: no file name for {path}.{leaf}")
-                out[group.names[key]] = p
+            yield path, module.copies[name]
+
+
+def _adapter_tensors(pm: Any, group: AdapterGroup, name: str) -> dict[str, torch.Tensor]:
+    """Single-task file name -> tensor of adapter `name` (its copies and its head)."""
+    out: dict[str, torch.Tensor] = {}
+    for path, held in _switch_copies(pm, group, name):
+        for leaf, p in held.named_parameters():
+            key = _normalise(f"{path}.copies.{name}.{leaf}")
+            if key not in group.names:
+                raise AdapterFileError(f"internal: no file name for {path}.{leaf}")
+            out[group.names[key]] = p
     if group.backbone_names:
         copies = pm.task_parameters
         index = {id(o): i for i, o in enumerate(copies.originals())}
@@ -575,13 +581,11 @@ def _adapter_tensors(pm: Any, group: AdapterGroup, name: str) -> dict[str, torch
 
 def _adapter_buffers(pm: Any, group: AdapterGroup, name: str) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    ids = {id(s) for s in group.switches}
-    for path, module in pm.named_modules():
-        if id(module) in ids:
-            for leaf, b in module.copies[name].named_buffers():
-                key = _normalise(f"{path}.copies.{name}.{leaf}")
-                if key in group.buffer_names:
-                    out[group.buffer_names[key]] = b
+    for path, held in _switch_copies(pm, group, name):
+        for leaf, b in held.named_buffers():
+            key = _normalise(f"{path}.copies.{name}.{leaf}")
+            if key in group.buffer_names:
+                out[group.buffer_names[key]] = b
     for leaf, b in pm.heads[name].named_buffers():
         key = f"heads.{group.file_task}.{leaf}"
         if key in group.buffer_names.values():
