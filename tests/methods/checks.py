@@ -128,6 +128,19 @@ def check_merge(method: str, factory: Factory, atol: float = 1e-5, **options: An
     return plain
 
 
+def kron_sum_by_blocks(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Σ_i left_i ⊗ right_i written block by block, for closed-form checks of Kronecker sums:
+    left (n, p, q), right (n, a, b); block (x, y), of size a×b, is Σ_i left[i, x, y] · right_i."""
+    n, p, q = left.shape
+    _, a, b = right.shape
+    out = torch.zeros(p * a, q * b)
+    for i in range(n):
+        for x in range(p):
+            for y in range(q):
+                out[x * a : (x + 1) * a, y * b : (y + 1) * b] += left[i, x, y] * right[i]
+    return out
+
+
 def trainable_encoder(method: str, factory: Factory, **options: Any) -> int:
     return build(method, factory, **options).summary().trainable_encoder
 

@@ -14,6 +14,7 @@ from torch import nn
 
 import vpeft
 from tests.helpers import images, tiny_convnext, tiny_swin
+from tests.methods import checks
 from vpeft.core.wrapper import AdaptedLayer
 from vpeft.errors import UnsupportedBackboneError
 from vpeft.methods.hyper import (
@@ -60,11 +61,7 @@ def test_kronecker_sum_is_the_explicit_block_matrix() -> None:
     g = torch.Generator().manual_seed(0)
     s, a, b = 3, 2, 4
     templates, kernels = torch.randn(s, a, b, generator=g), torch.randn(s, s, s, generator=g)
-    by_hand = torch.zeros(a * s, b * s)
-    for i in range(s):
-        for r in range(a):
-            for c in range(b):
-                by_hand[r * s : (r + 1) * s, c * s : (c + 1) * s] += templates[i, r, c] * kernels[i]
+    by_hand = checks.kron_sum_by_blocks(templates, kernels)
     torch.testing.assert_close(kronecker_sum(templates, kernels), by_hand)
     reference = sum(torch.kron(templates[i], kernels[i]) for i in range(s))
     torch.testing.assert_close(kronecker_sum(templates, kernels), reference)

@@ -22,12 +22,7 @@ def test_kron_sum_is_the_explicit_block_matrix() -> None:
     g = torch.Generator().manual_seed(0)
     p, a, b = 2, 3, 4
     rule, fast = torch.randn(p, p, p, generator=g), torch.randn(p, a, b, generator=g)
-    by_hand = torch.zeros(p * a, p * b)
-    for i in range(p):
-        for x in range(p):
-            for y in range(p):
-                by_hand[x * a : (x + 1) * a, y * b : (y + 1) * b] += rule[i, x, y] * fast[i]
-    torch.testing.assert_close(kron_sum(rule, fast), by_hand)
+    torch.testing.assert_close(kron_sum(rule, fast), checks.kron_sum_by_blocks(rule, fast))
 
 
 def test_compacter_fast_matrices_are_rank_one() -> None:
