@@ -55,6 +55,16 @@ def check_training_moves_only_trainables(
 ) -> vpeft.PeftModel:
     """Every trainable tensor gets a non-zero gradient and changes; frozen ones stay bit-equal."""
     pm = build(method, factory, **options)
+    y = torch.arange(4) % NUM_CLASSES
+    check_only_trainables_move(pm, lambda out: nn.functional.cross_entropy(out, y), steps)
+    return pm
+
+
+def check_only_trainables_move(
+    pm: vpeft.PeftModel, loss_of: Callable[[Any], torch.Tensor], steps: int = 4
+) -> None:
+    """Train `pm` for `steps` Adam steps on a batch of 4 images with loss ``loss_of(pm(x))``:
+    every trainable tensor gets a non-zero gradient and changes; frozen ones stay bit-equal."""
     pm.train()
     trainable = pm.trainable_parameters()
     assert trainable, "method trains nothing"
@@ -67,11 +77,10 @@ def check_training_moves_only_trainables(
     got_grad = dict.fromkeys(trainable, False)
     opt = torch.optim.Adam(trainable.values(), lr=1e-2)
     x = images(batch=4)
-    y = torch.arange(4) % NUM_CLASSES
     for step in range(steps):
         torch.manual_seed(step)
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(pm(x), y)
+        loss = loss_of(pm(x))
         loss.backward()
         for n, p in trainable.items():
             if p.grad is not None and p.grad.abs().sum() > 0:
@@ -85,7 +94,6 @@ def check_training_moves_only_trainables(
         if n in frozen_before:
             assert torch.equal(t.detach(), frozen_before[n]), f"frozen tensor {n} changed"
             assert not (isinstance(t, nn.Parameter) and t.grad is not None and t.requires_grad)
-    return pm
 
 
 def check_save_load(method: str, factory: Factory, tmp_path: Path, **options: Any) -> None:
