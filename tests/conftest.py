@@ -31,3 +31,19 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = base / "vpeft-cache"
     root.mkdir(exist_ok=True)
     return root
+
+
+@pytest.fixture(scope="module")
+def swin_t() -> torch.nn.Module:
+    """timm's full-size Swin-T, random weights, no classifier (parameter-count tests)."""
+    import timm
+
+    return timm.create_model("swin_tiny_patch4_window7_224", num_classes=0)
+
+
+@pytest.fixture(scope="module")
+def swin_b() -> torch.nn.Module:
+    """timm's full-size Swin-B, random weights, no classifier (parameter-count tests)."""
+    import timm
+
+    return timm.create_model("swin_base_patch4_window7_224", num_classes=0)

@@ -5,19 +5,14 @@ encoder / all counts equal the spec's pinned integers and round to the paper's f
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
 import pytest
-import timm
 from torch import nn
 
-import vpeft
-from vpeft.tasks.dense import pascal_mt_tasks
+from tests.full_size import SWIN_B_DECODERS, SWIN_T_DECODERS, pascal_mt_summary
 
-SWIN_T_DECODERS = 2_549_024  # 4 All-MLP decoders (E = 256) + 4 sets of stage-output norms
-SWIN_B_DECODERS = 3_044_384
 SWIN_T_ENCODER = 27_517_818  # Swin-T without its final norm
 
 #: (row, method, options, paper encoder, paper all or None, our exact encoder)
@@ -62,21 +57,8 @@ def millions(n: int, truncate: bool = False) -> str:
     return f"{math.floor(n / 1e4) / 100:.2f}" if truncate else f"{n / 1e6:.2f}"
 
 
-@pytest.fixture(scope="module")
-def swin_t() -> nn.Module:
-    return timm.create_model("swin_tiny_patch4_window7_224", num_classes=0)
-
-
-@pytest.fixture(scope="module")
-def swin_b() -> nn.Module:
-    return timm.create_model("swin_base_patch4_window7_224", num_classes=0)
-
-
 def summary(base: nn.Module, method: str, options: dict[str, Any]) -> dict[str, int]:
-    options = dict(options)
-    shared = options.pop("shared", None)
-    pm = vpeft.apply(copy.deepcopy(base), method, tasks=pascal_mt_tasks(), shared=shared, **options)
-    return pm.summary().as_dict()
+    return pascal_mt_summary(base, method, **options).as_dict()
 
 
 @pytest.mark.parametrize(

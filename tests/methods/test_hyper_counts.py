@@ -9,16 +9,12 @@ the paper prints do not reproduce (docs/methods/polyhistor.md) and are asserted 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import timm
 from torch import nn
 
 import vpeft
-from vpeft.tasks.dense import pascal_mt_tasks
-
-DECODERS_SWIN_T = 2_549_024
+from tests.full_size import SWIN_T_DECODERS, pascal_mt_summary
 
 #: (method, options, exact encoder count, paper's encoder M, paper's "all" M or None)
 SWIN_T_ROWS = [
@@ -48,20 +44,6 @@ SWIN_B_ROWS = [
 ]
 
 
-def summary(model: nn.Module, method: str, **options) -> vpeft.model.Summary:
-    return vpeft.apply(copy.deepcopy(model), method, tasks=pascal_mt_tasks(), **options).summary()
-
-
-@pytest.fixture(scope="module")
-def swin_t() -> nn.Module:
-    return timm.create_model("swin_tiny_patch4_window7_224", num_classes=0)
-
-
-@pytest.fixture(scope="module")
-def swin_b() -> nn.Module:
-    return timm.create_model("swin_base_patch4_window7_224", num_classes=0)
-
-
 @pytest.fixture(scope="module")
 def pvt_small() -> nn.Module:
     """PVT-Small of the paper: widths 64/128/320/512, depths 3/4/6/3 (timm's pvt_v2_b2)."""
@@ -70,10 +52,10 @@ def pvt_small() -> nn.Module:
 
 @pytest.mark.parametrize(("method", "options", "exact", "paper", "paper_all"), SWIN_T_ROWS)
 def test_swin_t_rows(swin_t, method, options, exact, paper, paper_all) -> None:
-    s = summary(swin_t, method, **options)
+    s = pascal_mt_summary(swin_t, method, **options)
     assert s.trainable_encoder == exact
     assert round(s.trainable_encoder / 1e6, 2) == paper
-    assert s.head == DECODERS_SWIN_T
+    assert s.head == SWIN_T_DECODERS
     if paper_all is not None:
         assert round(s.trainable / 1e6, 2) == paper_all
     multi_task = vpeft.get_method(method).multi_task
@@ -83,18 +65,19 @@ def test_swin_t_rows(swin_t, method, options, exact, paper, paper_all) -> None:
 
 @pytest.mark.parametrize(("method", "options", "paper"), SWIN_B_ROWS)
 def test_swin_b_rows(swin_b, method, options, paper) -> None:
-    s = summary(swin_b, method, **options)
+    s = pascal_mt_summary(swin_b, method, **options)
     assert round(s.trainable_encoder / 1e6, 2) == paper
 
 
 def test_pvt_small_rows(pvt_small) -> None:
-    assert round(summary(pvt_small, "hyperformer", sites=("mlp",)).trainable_encoder / 1e6, 2) == (
-        14.03
-    )
+    def encoder(method: str, **options) -> int:
+        return pascal_mt_summary(pvt_small, method, **options).trainable_encoder
+
+    assert round(encoder("hyperformer", sites=("mlp",)) / 1e6, 2) == 14.03
     # the paper prints 5.21M (λ = 1) and 0.29M (λ = 32); the pinned construction gives these
     # (scales s = d / 64 = 1/2/5/8); see docs/methods/polyhistor.md
-    assert summary(pvt_small, "polyhistor-lite", reduction=1).trainable_encoder == 460_826
-    assert summary(pvt_small, "polyhistor-lite", reduction=32).trainable_encoder == 199_136
+    assert encoder("polyhistor-lite", reduction=1) == 460_826
+    assert encoder("polyhistor-lite", reduction=32) == 199_136
 
 
 def test_cli_params_counts_multi_task_methods_once() -> None:
