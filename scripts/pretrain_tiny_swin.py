@@ -15,19 +15,25 @@ on the target `val` split's semantic labels (same classes, unseen scenes).
 
 from __future__ import annotations
 
-import argparse
-import math
 import time
-from pathlib import Path
 
 import torch
-from _pretrain_common import adamw, cosine_lr, device_name, save_backbone, set_lr, write_recipe
+from _pretrain_common import (
+    adamw_on_matrices,
+    cosine_lr,
+    device_name,
+    epoch_arguments,
+    epoch_schedule,
+    save_backbone,
+    set_lr,
+    write_recipe,
+)
 
 import vpeft
 from vpeft.data import dense_synthetic
 from vpeft.tasks.dense import SegmentationTask
 from vpeft.train.evaluate import evaluate_tasks
-from vpeft.zoo import ASSETS, bundled_backbone
+from vpeft.zoo import bundled_backbone
 
 
 def _tensors(split: str, mean: tuple, std: tuple, device: torch.device) -> dict[str, torch.Tensor]:
@@ -39,16 +45,7 @@ def _tensors(split: str, mean: tuple, std: tuple, device: torch.device) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ASSETS)
-    args = parser.parse_args()
+    args = epoch_arguments(__doc__, epochs=8, batch_size=32, warmup_epochs=1)
 
     entry = bundled_backbone("swin-tiny-synth")
     device = torch.device(args.device)
@@ -59,13 +56,9 @@ def main() -> None:
         "semseg", num_classes=len(dense_synthetic.CLASSES), target_field="semseg", embed_dim=64
     )
     pm = vpeft.apply(entry.create(pretrained=False), "full", tasks=[task]).to(device)
-    params = list(pm.trainable_parameters().values())
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = adamw(decay, no_decay, args.lr, args.weight_decay)
+    opt = adamw_on_matrices(pm.trainable_parameters().values(), args.lr, args.weight_decay)
     n = len(train["pixel_values"])
-    steps_per_epoch = math.ceil(n / args.batch_size)
-    total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
+    total, warmup = epoch_schedule(n, args.batch_size, args.epochs, args.warmup_epochs)
 
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start, step = time.time(), 0

@@ -12,17 +12,23 @@ cosine schedule with linear warm-up, label smoothing 0.1, random crop (pad 4) + 
 
 from __future__ import annotations
 
-import argparse
-import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _pretrain_common import adamw, cosine_lr, device_name, save_backbone, set_lr, write_recipe
+from _pretrain_common import (
+    adamw_on_matrices,
+    cosine_lr,
+    device_name,
+    epoch_arguments,
+    epoch_schedule,
+    save_backbone,
+    set_lr,
+    write_recipe,
+)
 
 from vpeft.data import synthetic
-from vpeft.zoo import ASSETS, bundled_backbone
+from vpeft.zoo import bundled_backbone
 
 
 def _normalise(images: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
@@ -58,16 +64,7 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ASSETS)
-    args = parser.parse_args()
+    args = epoch_arguments(__doc__, epochs=60, batch_size=256, warmup_epochs=3)
 
     entry = bundled_backbone("vit-tiny-synth")
     device = torch.device(args.device)
@@ -80,11 +77,8 @@ def main() -> None:
     y_val = torch.from_numpy(val.labels).to(device)
 
     model = entry.create(pretrained=False, num_classes=train.num_classes).to(device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = adamw(decay, no_decay, args.lr, args.weight_decay)
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
+    opt = adamw_on_matrices(model.parameters(), args.lr, args.weight_decay)
+    total, warmup = epoch_schedule(len(x_train), args.batch_size, args.epochs, args.warmup_epochs)
 
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start, step = time.time(), 0
