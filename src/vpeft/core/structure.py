@@ -6,6 +6,9 @@ it was given (the disable-adapters context); `slot_swaps` puts given modules int
 (merged layers of one named adapter) and restores the originals. Neither touches a parameter
 (pieces folded into the frozen weights for eval, `EvalFold`, are unfolded first: they restore
 their saved originals), so restoring is bit-exact by construction.
+
+`structure_generation` changes whenever a module tree may have changed, for caches of where
+things sit in one (`TaskParameterCopies`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import nn
+from torch.nn.modules.module import (
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 from .eval_fold import EvalFold
 from .forwarding import ForwardsToWrapped
 
 Slot = tuple[nn.Module, str]
+
+_generation = 0
+
+
+def structure_generation() -> int:
+    """A counter that changes whenever any module or parameter is registered on any module
+    (torch's global registration hooks: assignment, `add_module`, `register_parameter`) and
+    whenever `apply_swaps` rewrites slots: facts cached about where modules and parameters sit
+    in a tree hold while it is unchanged. Direct writes to ``_modules`` / ``_parameters``
+    elsewhere are not seen; callers check what they cached (see `TaskParameterCopies`)."""
+    return _generation
+
+
+def _changed(*_args: object) -> None:
+    global _generation
+    _generation += 1
+
+
+register_module_module_registration_hook(_changed)
+register_module_parameter_registration_hook(_changed)
 
 
 def unwrapped(module: nn.Module) -> nn.Module:
@@ -51,6 +78,7 @@ def apply_swaps(swaps: list[tuple[Slot, nn.Module]]) -> list[tuple[Slot, nn.Modu
     for (parent, name), module in swaps:
         undo.append(((parent, name), parent._modules[name]))
         parent._modules[name] = module
+    _changed()
     return list(reversed(undo))
 
 
