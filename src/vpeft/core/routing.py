@@ -171,12 +171,10 @@ def routed(
 def _patch_owners(
     state: TaskState, routing: Routing, copies: TaskParameterCopies, model: nn.Module
 ) -> list[nn.Module]:
-    index = {id(p): i for i, p in enumerate(copies.originals())}
     owners: dict[int, tuple[nn.Module, list[tuple[str, int]]]] = {}
-    for module in model.modules():
-        for leaf, param in module._parameters.items():
-            if param is not None and id(param) in index:
-                owners.setdefault(id(module), (module, []))[1].append((leaf, index[id(param)]))
+    for i, slots in enumerate(copies.slots(model)):
+        for module, leaf in slots:
+            owners.setdefault(id(module), (module, []))[1].append((leaf, i))
     patched = []
     for module, leaves in owners.values():
         if any(True for _ in module.children()):
