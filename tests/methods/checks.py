@@ -136,6 +136,17 @@ def check_merge(method: str, factory: Factory, atol: float = 1e-5, **options: An
     return plain
 
 
+def outputs_and_grads(pm: vpeft.PeftModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Output, input gradient and every trainable's gradient of one backward of a fixed loss,
+    for comparing two implementations of the same maths."""
+    pm.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    out = pm(x)
+    (out.square().sum() + out.sum()).backward()
+    grads = {f"grad:{n}": p.grad.clone() for n, p in pm.trainable_parameters().items()}
+    return {"out": out.detach(), "grad:x": x.grad.clone(), **grads}
+
+
 def kron_sum_by_blocks(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """Σ_i left_i ⊗ right_i written block by block, for closed-form checks of Kronecker sums:
     left (n, p, q), right (n, a, b); block (x, y), of size a×b, is Σ_i left[i, x, y] · right_i."""

@@ -25,25 +25,16 @@ def _padded(base: Any, y: torch.Tensor, x: torch.Tensor, branches: Any) -> torch
     return y
 
 
-def _outputs_and_grads(pm: vpeft.PeftModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    pm.zero_grad(set_to_none=True)
-    x = x.clone().requires_grad_(True)
-    out = pm(x)
-    (out.square().sum() + out.sum()).backward()
-    grads = {f"grad:{n}": p.grad.clone() for n, p in pm.trainable_parameters().items()}
-    return {"out": out.detach(), "grad:x": x.grad.clone(), **grads}
-
-
 def _compare(pm: vpeft.PeftModel, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same outputs and gradients; the same seed before each (drop-path, dropout masks)."""
     pm.to(torch.float64)
     x = images().double()
     torch.manual_seed(3)
-    fused = _outputs_and_grads(pm, x)
+    fused = checks.outputs_and_grads(pm, x)
     with monkeypatch.context() as m:
         m.setattr(wrapper_module, "add_parallel", _padded)
         torch.manual_seed(3)
-        padded = _outputs_and_grads(pm, x)
+        padded = checks.outputs_and_grads(pm, x)
     assert fused.keys() == padded.keys()
     for key in fused:
         torch.testing.assert_close(fused[key], padded[key], rtol=1e-10, atol=1e-12, msg=key)

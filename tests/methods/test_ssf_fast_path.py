@@ -25,15 +25,6 @@ def _plain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(ScaleShift, "fused_forward")
 
 
-def _outputs_and_grads(pm, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    pm.zero_grad(set_to_none=True)
-    x = x.clone().requires_grad_(True)
-    out = pm(x)
-    (out.square().sum() + out.sum()).backward()
-    grads = {f"grad:{n}": p.grad.clone() for n, p in pm.trainable_parameters().items()}
-    return {"out": out.detach(), "grad:x": x.grad.clone(), **grads}
-
-
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 @pytest.mark.parametrize("convs", ["patch_embed", "all"])
 def test_ssf_fast_path_equals_plain_maths(backbone: str, convs: str, monkeypatch) -> None:
@@ -42,11 +33,11 @@ def test_ssf_fast_path_equals_plain_maths(backbone: str, convs: str, monkeypatch
     pm.train().to(torch.float64)
     x = images().double()
     torch.manual_seed(3)
-    fast = _outputs_and_grads(pm, x)
+    fast = checks.outputs_and_grads(pm, x)
     with monkeypatch.context() as m:
         _plain(m)
         torch.manual_seed(3)
-        plain = _outputs_and_grads(pm, x)
+        plain = checks.outputs_and_grads(pm, x)
     assert fast.keys() == plain.keys()
     for key in fast:
         torch.testing.assert_close(fast[key], plain[key], rtol=1e-10, atol=1e-12, msg=key)

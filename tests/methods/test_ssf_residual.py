@@ -48,15 +48,6 @@ def _unlinked(pm):
     return plain
 
 
-def _outputs_and_grads(pm, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    pm.zero_grad(set_to_none=True)
-    x = x.clone().requires_grad_(True)
-    out = pm(x)
-    (out.square().sum() + out.sum()).backward()
-    grads = {f"grad:{n}": p.grad.clone() for n, p in pm.trainable_parameters().items()}
-    return {"out": out.detach(), "grad:x": x.grad.clone(), **grads}
-
-
 def test_every_attention_and_mlp_branch_is_linked() -> None:
     assert len(_links(_ssf())) == 2 * DEPTH  # proj and fc2 of every block (final norm closes)
 
@@ -65,7 +56,7 @@ def test_linked_gradients_equal_the_stored_output_path() -> None:
     pm = _ssf().to(torch.float64)
     reference = _unlinked(pm)
     x = images().double()
-    linked, stored = _outputs_and_grads(pm, x), _outputs_and_grads(reference, x)
+    linked, stored = checks.outputs_and_grads(pm, x), checks.outputs_and_grads(reference, x)
     assert linked.keys() == stored.keys()
     for key in linked:
         torch.testing.assert_close(linked[key], stored[key], rtol=1e-10, atol=1e-12, msg=key)
@@ -75,7 +66,7 @@ def test_float32_only_the_linked_scales_differ_and_only_by_rounding() -> None:
     """s' − s rounds: dγ of a linked branch is close, every other gradient bit-identical."""
     pm = _ssf()
     x = images()
-    linked, stored = _outputs_and_grads(pm, x), _outputs_and_grads(_unlinked(pm), x)
+    linked, stored = checks.outputs_and_grads(pm, x), checks.outputs_and_grads(_unlinked(pm), x)
     scales = {id(m.scale) for m in pm.modules() if isinstance(m, ScaleShift) and m.branch}
     rounded = {f"grad:{n}" for n, p in pm.named_parameters() if id(p) in scales}
     assert len(rounded) == 2 * DEPTH
@@ -105,7 +96,7 @@ def test_no_link_where_drop_path_sits_between() -> None:
 
 
 def _assert_same(pm, reference, x: torch.Tensor) -> None:
-    linked, stored = _outputs_and_grads(pm, x), _outputs_and_grads(reference, x)
+    linked, stored = checks.outputs_and_grads(pm, x), checks.outputs_and_grads(reference, x)
     assert linked.keys() == stored.keys()
     for key in linked:
         torch.testing.assert_close(linked[key], stored[key], rtol=1e-10, atol=1e-12, msg=key)
