@@ -41,7 +41,13 @@ from ...errors import ConfigError, UnsupportedBackboneError
 from ..adapters.bottleneck import ACTIVATIONS
 from ..adapters.method import SITES
 from .generators import PSI
-from .networks import GeneratedAdapter, LayerHypernet, LiteHypernet, layer_key
+from .networks import (
+    GeneratedAdapter,
+    HypernetOptions,
+    LayerHypernet,
+    LiteHypernet,
+    layer_key,
+)
 
 #: attribute of the backbone that holds the hypernetwork (its parameters are named under it)
 HYPERNET_ATTR = "vpeft_hypernet"
@@ -156,9 +162,10 @@ def _insert(ctx: InstallContext, net: nn.Module, places: list[tuple], cfg: Hyper
         )
 
 
-def _hypernet_args(cfg: HyperformerConfig) -> tuple:
-    """The trailing constructor arguments `LayerHypernet` and `LiteHypernet` share."""
-    return cfg.embedding_dim, cfg.hidden_dim, cfg.k, cfg.psi, cfg.init_std, cfg.zero_init
+def _options(cfg: HyperformerConfig) -> HypernetOptions:
+    return HypernetOptions(
+        cfg.embedding_dim, cfg.hidden_dim, cfg.k, cfg.psi, cfg.init_std, cfg.zero_init
+    )
 
 
 def install_layer_hypernet(ctx: InstallContext, cfg: HyperformerConfig) -> None:
@@ -169,7 +176,7 @@ def install_layer_hypernet(ctx: InstallContext, cfg: HyperformerConfig) -> None:
     for block, _site, key in places:
         n = cfg.bottleneck(block.dim)
         layers[key] = (f"b{block.index}", block.dim, n, cfg.factor_rank(n))
-    net = LayerHypernet(ctx.task_state, layers, *_hypernet_args(cfg))
+    net = LayerHypernet(ctx.task_state, layers, _options(cfg))
     _attach(ctx, net)
     _insert(ctx, net, places, cfg)
 
@@ -194,7 +201,7 @@ def install_lite(ctx: InstallContext, cfg: PolyhistorLiteConfig) -> None:
         template_dim,
         n,
         cfg.factor_rank(n),
-        *_hypernet_args(cfg),
+        _options(cfg),
     )
     _attach(ctx, net)
     _insert(ctx, net, places, cfg)

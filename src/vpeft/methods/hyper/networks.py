@@ -10,6 +10,7 @@ per task per forward, never per image — and apply them (`adapter_forward`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,6 +25,27 @@ from .functional import (
     kronecker_sum_vector,
 )
 from .generators import TaskProjector, TensorGenerator
+
+
+@dataclass(frozen=True)
+class HypernetOptions:
+    """What every hypernetwork builds its parts with: the task-embedding width, the projector's
+    hidden width and output width k, and the generators' ψ, init std and LayerNorm zero init."""
+
+    embedding_dim: int
+    hidden_dim: int
+    k: int
+    psi: str
+    init_std: float
+    zero_init: bool
+
+    def projector(self, in_dim: int) -> TaskProjector:
+        """in_dim → hidden → ReLU → k → LN."""
+        return TaskProjector(in_dim, self.hidden_dim, self.k)
+
+    def generator(self, shapes: Mapping[str, tuple[int, ...]], rank: int | None) -> TensorGenerator:
+        """k → the tensors of `shapes` (matrices as rank-r factor products unless rank is None)."""
+        return TensorGenerator(self.k, shapes, rank, self.psi, self.init_std, self.zero_init)
 
 
 class _TaskIndexed(nn.Module):
@@ -56,24 +78,19 @@ class LayerHypernet(_TaskIndexed):
         self,
         state: TaskState,
         layers: Mapping[str, tuple[str, int, int, int | None]],
-        embedding_dim: int,
-        hidden_dim: int,
-        k: int,
-        psi: str,
-        init_std: float,
-        zero_init: bool,
+        options: HypernetOptions,
     ) -> None:
-        super().__init__(state, embedding_dim)
+        super().__init__(state, options.embedding_dim)
         self.block_of = {key: block for key, (block, *_rest) in layers.items()}
         self.projectors = nn.ModuleDict(
             {
-                block: TaskProjector(embedding_dim, hidden_dim, k)
+                block: options.projector(options.embedding_dim)
                 for block in dict.fromkeys(self.block_of.values())
             }
         )
         self.generators = nn.ModuleDict(
             {
-                key: TensorGenerator(k, adapter_shapes(d, n), rank, psi, init_std, zero_init)
+                key: options.generator(adapter_shapes(d, n), rank)
                 for key, (_block, d, n, rank) in layers.items()
             }
         )
@@ -133,24 +150,18 @@ class LiteHypernet(_TaskIndexed):
         template_dim: int,
         template_bottleneck: int,
         rank: int,
-        embedding_dim: int,
-        hidden_dim: int,
-        k: int,
-        psi: str,
-        init_std: float,
-        zero_init: bool,
+        options: HypernetOptions,
     ) -> None:
-        super().__init__(state, embedding_dim)
+        super().__init__(state, options.embedding_dim)
         self.scales = dict(scales)
         self.offsets: dict[str, int] = {}
         rows = 0
         for key, s in self.scales.items():
             self.offsets[key] = rows
             rows += s
-        self.layer_embeddings = nn.Parameter(torch.randn(rows, embedding_dim))
-        self.projector = TaskProjector(2 * embedding_dim, hidden_dim, k)
-        shapes = adapter_shapes(template_dim, template_bottleneck)
-        self.generator = TensorGenerator(k, shapes, rank, psi, init_std, zero_init)
+        self.layer_embeddings = nn.Parameter(torch.randn(rows, options.embedding_dim))
+        self.projector = options.projector(2 * options.embedding_dim)
+        self.generator = options.generator(adapter_shapes(template_dim, template_bottleneck), rank)
         self.kernels = nn.ModuleDict(
             {key: ScalingKernels(s) for key, s in self.scales.items() if s > 1}
         )
