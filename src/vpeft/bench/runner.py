@@ -219,6 +219,8 @@ def _vl_eval_inputs(
     for role in spec["eval_splits"]:
         data = splits[role]
         if isinstance(data, RetrievalDataset):
+            if sample.get("gallery") and not isinstance(task, RetrievalTask):
+                raise ConfigError("sample.gallery cuts ITM retrieval galleries (ViLT) only")
             if sample.get("gallery"):
                 data = first_images(data, sample["gallery"])
         else:
