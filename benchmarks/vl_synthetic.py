@@ -2,16 +2,25 @@
 
 For every task × method × seed: the test metric after the last epoch, trainable parameters,
 the extra forward FLOPs over the frozen model with only its head (``linear``) and the saved
-training activations, both from `vpeft.analysis.profile_model` on a real batch. CLIP runs the
+training activations of one training step on the first 8 training samples. CLIP runs the
 base-to-new protocol: train on the base classes, score base and new, harmonic mean; zero-shot
 is the frozen model with the hand-written prompt.
 
-    python benchmarks/vl_synthetic.py --methods linear,vpt-shallow,vpt-deep,lora,adapter,\\
-        scaled-pa,full --tasks vqa,nlvr2,retrieval,clip --seeds 0,1 --out docs/results/vl
+    OMP_NUM_THREADS=1 python benchmarks/vl_synthetic.py --methods linear,vpt-shallow,vpt-deep,\
+        lora,adapter,scaled-pa,full --tasks vqa,nlvr2,retrieval,clip --seeds 0,1 \
+        --out docs/results/vl --store runs/vl-bench
 
-Any registered method name is accepted (APT, CoOp, CoCoOp once registered); a method that
-does not apply to a backbone is recorded as skipped with its error. ``--opt METHOD:KEY=VALUE``
-passes method options. Small training subsets and galleries keep CPU runs short.
+Every (task, method, seed) is a `vpeft bench` run (protocol ``vl-synthetic``, `sweep_config`):
+planning, training, resuming and storing are bench's (`build_plan`, `run_serial`, the result
+store under ``--store``: a stored run is reused, never trained again; an interrupted one resumes
+from its last epoch). The script's recipe goes in as overrides (AdamW, weight decay 0.01, one
+warm-up epoch, ``--lr``), its subsets as ``sample`` (a random ``--train-size`` of train drawn
+with the seed, a random ``--test-size`` of the VQA / NLVR2 test sets drawn with seed 0, the
+first ``--gallery`` images of the retrieval test gallery), the costs as ``measure_batch = 8``,
+zero-shot as the variant ``linear-zero-shot`` (``linear`` with ``evaluate_only``). A method that
+does not apply to a backbone is a skipped bench record (and a skipped row).
+``--opt METHOD:KEY=VALUE`` passes method options. What stays here: the rows, the table (extra
+forward FLOPs over ``linear``, saved activations) and ``--rows`` merging of earlier results.
 """
 
 from __future__ import annotations
@@ -19,56 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import Subset, default_collate
-
 import vpeft
-from vpeft.analysis.profile import profile_model
-from vpeft.cli.vl_data import vl_data
-from vpeft.data.vl import new_classes
-from vpeft.data.vl.datasets import RetrievalDataset
-from vpeft.errors import VpeftError
-from vpeft.factory import create_backbone
-from vpeft.tasks.vl import RetrievalTask, base_to_new
-from vpeft.train import TrainConfig, train
-from vpeft.train.evaluate import evaluate_tasks
-from vpeft.train.rng import seed_everything
 
-#: methods that replace CLIP's classifier by their own prompts over class-name token ids
-CLIP_PROMPT_METHODS = ("coop", "cocoop")
 HEADLINE = {"vqa": "vqa/vqa_score", "nlvr2": "nlvr2/top1", "retrieval": "retrieval/rsum",
             "clip": "clip/top1"}  # fmt: skip
-
-
-def _subset(data: Any, n: int, seed: int) -> Any:
-    if n <= 0 or n >= len(data):
-        return data
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    return Subset(data, order[:n].tolist())
-
-
-def _small_gallery(full: RetrievalDataset, images: int) -> RetrievalDataset:
-    """The first `images` images of an 'all'-pairs gallery and their captions."""
-    keep = [t for t in range(full.num_texts) if full.caption_image[t] < images]
-
-    class _First:
-        def __len__(self) -> int:
-            return images
-
-        def __call__(self, i: int) -> torch.Tensor:
-            return full.images(i)
-
-    ds = RetrievalDataset.__new__(RetrievalDataset)
-    ds.__dict__.update(full.__dict__)
-    ds.images, ds.num_images, ds.num_texts = _First(), images, len(keep)
-    ds.caption_image = full.caption_image[keep]
-    ds.encoded = {k: v[keep] for k, v in full.encoded.items()}
-    ds.texts = [full.texts[t] for t in keep]
-    return ds
+SWEEP = "vl-synthetic-script"
+#: FLOPs and saved activations of one training step on the first 8 training samples
+PROFILE_BATCH = 8
+#: the frozen CLIP with the task's hand-written prompt: `linear` scored without training, the
+#: bench variant ZERO_SHOT_VARIANT (the row "zero-shot"; vpeft's own `zero-shot` method is CLIP's
+#: classifier over prompts given as token ids)
+ZERO_SHOT = {"method": "linear", "evaluate_only": True}
+ZERO_SHOT_VARIANT = "linear-zero-shot"
 
 
 def _options(opts: list[str], method: str) -> dict[str, str]:
@@ -81,86 +55,72 @@ def _options(opts: list[str], method: str) -> dict[str, str]:
     return out
 
 
-def _class_prompt_options(model: Any, class_names: tuple[str, ...]) -> dict[str, Any]:
-    """CoOp / CoCoOp prompts "[ctx] name ." (the task's "a photo of a {}." without its
-    hand-written words): class-name and suffix token ids from the backbone's tokenizer."""
-    from vpeft.backbones.text import tokenizer_for
+def sweep_config(task: str, method: str, seed: int, args: argparse.Namespace) -> Any:
+    """The bench sweep of one row and seed: protocol ``vl-synthetic``, this script's recipe
+    (AdamW, weight decay 0.01, one warm-up epoch, --lr) and subsets (a random --train-size of
+    train drawn with the seed, a random --test-size of the ViLT test sets drawn with seed 0,
+    the retrieval gallery's first --gallery images); zero-shot is a variant that only scores."""
+    from vpeft.bench.sweep import SweepConfig
 
-    tokenizer = tokenizer_for(model)
-    ids = lambda text: tuple(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    return {"class_token_ids": tuple(ids(n) for n in class_names), "suffix_ids": ids(".")}
-
-
-def _with_classes(pm: Any, method: str, class_names: tuple[str, ...], args: Any) -> Any:
-    """`pm` scoring `class_names`: the task's class set replaced (the prompts are the task's),
-    or — CoOp / CoCoOp, whose prompts are built at install — the method re-installed on a fresh
-    backbone for the new names with the trained context (and meta-net) copied over."""
-    task = pm.tasks["clip"].with_classes(class_names)
-    if method not in CLIP_PROMPT_METHODS:
-        pm.tasks["clip"] = task
-        return pm
-    fresh = create_backbone(args.clip)
-    opts = {**_options(args.opt, method), **_class_prompt_options(fresh, class_names)}
-    new = vpeft.apply(fresh, method, tasks=[task], **opts)
-    new.forward_override.load_state_dict(pm.forward_override.state_dict())
-    return new
-
-
-def _profile(pm: Any, batch: dict[str, Any], task: Any) -> dict[str, int]:
-    from vpeft.train.batches import model_inputs
-
-    report = profile_model(pm, inputs=model_inputs(batch, {task.name: task}), steps=1, warmup=0)
-    return {"forward_flops": report.forward_flops, "saved_activation_bytes":
-            report.saved_activation_bytes, "batch": report.batch}  # fmt: skip
-
-
-def run_one(task_name: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    part = "clip-base" if task_name == "clip" else task_name
-    model = create_backbone(args.clip if task_name == "clip" else args.vilt)
-    vl = vl_data(part, model, ("train", "test"))
-    train_set = _subset(vl.splits["train"], args.train_size, seed)
-    test_set = vl.splits["test"]
-    task = vl.task
-    if task_name == "retrieval":
-        test_set = _small_gallery(test_set, args.gallery)
-        task = RetrievalTask("retrieval", num_images=test_set.num_images,
-                             num_texts=test_set.num_texts)  # fmt: skip
-    elif task_name != "clip":
-        test_set = _subset(test_set, args.test_size, 0)
-    seed_everything(seed)
+    sample = {"train": args.train_size}
+    if task == "retrieval":
+        sample["gallery"] = args.gallery
+    elif task != "clip":
+        sample["eval"] = args.test_size
     opts = _options(args.opt, method)
-    if method in CLIP_PROMPT_METHODS:
-        opts.update(_class_prompt_options(model, task.class_names))
-    pm = vpeft.apply(model, "linear" if method == "zero-shot" else method, tasks=[task],
-                     **opts)  # fmt: skip
-    row: dict[str, Any] = {"task": task_name, "method": method, "seed": seed,
-                           **pm.summary().as_dict()}  # fmt: skip
-    if args.opt and _options(args.opt, method):
+    return SweepConfig(
+        name=SWEEP,
+        protocol="vl-synthetic",
+        methods=[ZERO_SHOT_VARIANT if method == "zero-shot" else method],
+        tasks=[task],
+        seeds=[seed],
+        backbone=args.clip if task == "clip" else args.vilt,
+        variants={ZERO_SHOT_VARIANT: ZERO_SHOT} if method == "zero-shot" else {},
+        method_overrides={method: {"options": opts}} if opts else {},
+        train={"optimizer": "adamw", "epochs": args.epochs, "batch_size": args.batch_size,
+               "warmup_epochs": float(min(1, args.epochs - 1)), "eval_batch_size": 64},
+        lr=[args.lr],
+        wd=[0.01],
+        sample={k: v for k, v in sample.items() if v > 0} or None,
+        measure_batch=PROFILE_BATCH,
+    )  # fmt: skip
+
+
+def row_of(record: dict[str, Any], task: str, method: str, args: argparse.Namespace) -> dict:
+    """This script's row of a bench record: parameter counts, the forward FLOPs and saved
+    activations of a training step on `batch` samples (none for zero-shot: nothing trains),
+    the test metrics, the headline (CLIP: base-to-new HM) and the training time."""
+    row: dict[str, Any] = {"task": task, "method": method, "seed": record["spec"]["train"]["seed"]}
+    if record.get("status") == "skipped":
+        return {**row, "skipped": record["skipped"]}
+    row.update(record["params"])
+    if _options(args.opt, method):
         row["options"] = _options(args.opt, method)  # the --opt values (not the derived ones)
-    batch = default_collate([train_set[i] for i in range(min(8, len(train_set)))])
-    if method != "zero-shot":  # nothing trains: no training step to profile
-        row.update(_profile(pm, batch, task))
-    start = time.time()
     if method != "zero-shot":
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             weight_decay=0.01, warmup_epochs=min(1, args.epochs - 1),
-                             seed=seed, progress=False, save_adapter=False,
-                             eval_batch_size=64)  # fmt: skip
-        result = train(pm, train_set, None, test_set, config)
-        last = result.history[-1]
-        row["test"] = {k.removeprefix("test/"): v for k, v in last.items() if k.startswith("test/")}
-    else:
-        scores = evaluate_tasks(pm, test_set, 64, "cpu")
-        row["test"] = {f"{t}/{k}": v for t, s in scores.items() for k, v in s.values.items()}
-    row["headline"] = row["test"][HEADLINE[task_name]]
-    if task_name == "clip":
-        new_pm = _with_classes(pm, method, tuple(new_classes()), args)
-        new_set = vl_data("clip-new", model, ("test",)).splits["test"]
-        scores = evaluate_tasks(new_pm, new_set, 64, "cpu")
-        row["base_to_new"] = base_to_new(row["test"]["clip/top1"], scores["clip"].values)
-        row["headline"] = row["base_to_new"]["hm"]
-    row["train_seconds"] = round(time.time() - start, 1)
+        row.update(forward_flops=record["flops"]["forward_batch"],
+                   saved_activation_bytes=record["memory"]["saved_activation_bytes"],
+                   batch=record["flops"]["batch"])  # fmt: skip
+    metrics = record["metrics"]
+    row["test"] = metrics["results"]
+    row["headline"] = metrics["score"]
+    if "base_to_new" in metrics:
+        row["base_to_new"] = metrics["base_to_new"]
+    row["train_seconds"] = round(record["time"]["train_s"], 1)
     return row
+
+
+def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One (task, method, seed) through bench (`run_serial` into --store: a stored run is
+    reused, an interrupted one resumes) and its row."""
+    from vpeft.bench.store import ResultStore, run_key
+    from vpeft.bench.sweep import build_plan, final_specs, run_serial
+
+    store = ResultStore(args.store)
+    plan = build_plan(sweep_config(task, method, seed, args))
+    run_serial(plan, store, device=args.device)
+    (unit,) = plan["units"]
+    (spec,) = final_specs(plan, unit, *unit["grid"][0])
+    return row_of(store.get(run_key(spec)), task, method, args)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -222,6 +182,13 @@ def main() -> None:
     parser.add_argument("--clip", default="clip-tiny-synth", help="backbone of clip")
     parser.add_argument("--opt", action="append", default=[], help="METHOD:KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path("docs/results/vl"))
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=Path("runs/vl-bench"),
+        help="bench result store: one record per run, reused when asked again",
+    )
+    parser.add_argument("--device", default="auto")  # fmt: skip
     parser.add_argument("--rows", type=Path, action="append", default=[],
                         help="results.json of earlier runs: merge their rows into one "
                         "results.json and table.md under --out, training nothing")  # fmt: skip
@@ -247,10 +214,7 @@ def main() -> None:
             if method == "zero-shot" and task != "clip":
                 continue
             for seed in [int(s) for s in args.seeds.split(",")]:
-                try:
-                    row = run_one(task, method, seed, args)
-                except (VpeftError, NotImplementedError, RuntimeError) as err:
-                    row = {"task": task, "method": method, "seed": seed, "skipped": str(err)}
+                row = run_one(task, method, seed, args)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "test"}), flush=True)
                 (args.out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")

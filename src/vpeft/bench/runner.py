@@ -41,12 +41,13 @@ from ..cli.data_option import (
     num_classes_of,
     training_input,
 )
+from ..errors import ConfigError, UnsupportedBackboneError, VpeftError
 from ..factory import create_backbone
 from ..model import apply
 from ..train import TrainConfig, train
 from ..train.batches import run_model
 from ..train.checkpoint import CHECKPOINT_NAME
-from ..train.loop import ADAPTER_NAME
+from ..train.loop import ADAPTER_NAME, TrainResult
 from ..train.rng import seed_everything
 from .tracking import make_tracker
 
@@ -124,6 +125,7 @@ class Built:
     example: Any  # what the model is called with for one training sample
     loss: Callable[[Any], torch.Tensor]  # of the model's output on `example`
     model_call: Any  # the module whose call is measured (the model, or all its tasks)
+    batch: int = 1  # samples in `example`
 
 
 class _AllTasks(torch.nn.Module):
@@ -160,12 +162,14 @@ def _build_classification(spec: dict[str, Any], model: Any, data: DataSpec) -> B
     return Built(pm, inputs, first, lambda logits: F.cross_entropy(logits, labels), pm)
 
 
-def _example(pm: Any, dataset: Any) -> Any:
+def _example(pm: Any, dataset: Any, batch: int = 1) -> Any:
+    """The model inputs of the first `batch` samples of `dataset` (a real batch)."""
     from torch.utils.data import default_collate
 
     from ..train.batches import model_inputs
 
-    return model_inputs(default_collate([dataset[0]]), pm.tasks)
+    samples = [dataset[i] for i in range(min(batch, len(dataset)))]
+    return model_inputs(default_collate(samples), pm.tasks)
 
 
 def _build_dense(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
@@ -192,16 +196,130 @@ def _build_dense(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
     return Built(pm, inputs, _example(pm, inputs["train"]), output_loss, _AllTasks(pm))
 
 
+def sampled(data: Any, n: int | None, seed: int) -> Any:
+    """`n` samples of `data` drawn without replacement by a generator seeded with `seed` (in the
+    drawn order); all of it when `n` is unset or not smaller than the split."""
+    if not n or n >= len(data):
+        return data
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return Subset(data, order[:n].tolist())
+
+
+def _vl_eval_inputs(
+    spec: dict[str, Any], splits: dict[str, Any], task: Any
+) -> tuple[dict[str, Any], Any]:
+    """The evaluation splits of a VL run after ``sample``: a retrieval gallery cut to its first
+    ``gallery`` images (the task re-sized to it), any other split to ``eval`` samples drawn
+    with seed 0 (the same for every run)."""
+    from ..data.vl.datasets import RetrievalDataset
+    from ..tasks.vl import RetrievalTask
+
+    sample = spec.get("sample") or {}
+    out = {}
+    for role in spec["eval_splits"]:
+        data = splits[role]
+        if isinstance(data, RetrievalDataset):
+            if sample.get("gallery") and not isinstance(task, RetrievalTask):
+                raise ConfigError("sample.gallery cuts ITM retrieval galleries (ViLT) only")
+            if sample.get("gallery"):
+                data = first_images(data, sample["gallery"])
+        else:
+            data = sampled(data, sample.get("eval"), 0)
+        out[role] = data
+    galleries = {(d.num_images, d.num_texts) for d in out.values() if hasattr(d, "num_texts")}
+    if sample.get("gallery") and galleries and isinstance(task, RetrievalTask):
+        if len(galleries) > 1:
+            raise ConfigError("ITM recall is sized by one gallery: cut val and test alike")
+        num_images, num_texts = next(iter(galleries))
+        task = RetrievalTask(task.name, num_images=num_images, num_texts=num_texts)
+    return out, task
+
+
+def first_images(full: Any, images: int) -> Any:
+    """The first `images` images of an all-pairs retrieval gallery and their captions."""
+    from ..data.vl.datasets import RetrievalDataset
+
+    if images >= full.num_images:
+        return full
+    keep = [t for t in range(full.num_texts) if full.caption_image[t] < images]
+    source = full.images
+
+    class _First:
+        def __len__(self) -> int:
+            return images
+
+        def __call__(self, i: int) -> torch.Tensor:
+            return source(i)
+
+    ds = RetrievalDataset.__new__(RetrievalDataset)
+    ds.__dict__.update(full.__dict__)
+    ds.images, ds.num_images, ds.num_texts = _First(), images, len(keep)
+    ds.caption_image = full.caption_image[keep]
+    ds.encoded = {k: v[keep] for k, v in full.encoded.items()}
+    ds.texts = [full.texts[t] for t in keep]
+    return ds
+
+
+#: methods that replace CLIP's classifier by prompts over the class names' token ids
+CLIP_PROMPT_METHODS = ("coop", "cocoop")
+
+
+def class_prompt_options(model: Any, method: str, class_names: tuple[str, ...]) -> dict[str, Any]:
+    """CoOp / CoCoOp prompts "[ctx] name ." (the task's "a photo of a {}." without its
+    hand-written words): class-name and suffix token ids from the backbone's tokenizer; nothing
+    for other methods."""
+    if method not in CLIP_PROMPT_METHODS:
+        return {}
+    from ..backbones.text import tokenizer_for
+
+    tokenizer = tokenizer_for(model)
+
+    def ids(text: str) -> tuple[int, ...]:
+        return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return {"class_token_ids": tuple(ids(n) for n in class_names), "suffix_ids": ids(".")}
+
+
 def _build_vl(spec: dict[str, Any], model: Any, data: DataSpec) -> Built:
     from ..cli.vl_data import load_vl
 
     limit = spec.get("limit") or {}
+    seed = spec["train"].get("seed", 0)
     roles = ("train", *spec["eval_splits"])
     vl = load_vl(data.kind, data.root, model, roles)
-    inputs = {"train": _limited(vl.splits["train"], limit.get("train"))}
-    inputs.update({role: vl.splits[role] for role in spec["eval_splits"]})  # galleries whole
-    pm = apply(model, spec["method"], tasks=[vl.task], **spec.get("options", {}))
-    return Built(pm, inputs, _example(pm, inputs["train"]), output_loss, _AllTasks(pm))
+    train = _limited(vl.splits["train"], limit.get("train"))
+    inputs = {"train": sampled(train, (spec.get("sample") or {}).get("train"), seed)}
+    evaluated, task = _vl_eval_inputs(spec, vl.splits, vl.task)  # galleries whole unless cut
+    inputs.update(evaluated)
+    options = {**spec.get("options", {})}
+    options.update(class_prompt_options(model, spec["method"], getattr(task, "class_names", ())))
+    # reseed before the method's initial values, as on the dense path: building the backbone
+    # and the splits drew from the global RNGs
+    seed_everything(seed)
+    pm = _apply_or_skip(model, spec["method"], tasks=[task], **options)
+    # CLIP encodes every class prompt once per batch: its per-sample costs depend on the batch
+    batch = min(spec.get("measure_batch", 1), len(inputs["train"]))
+    example = _example(pm, inputs["train"], batch)
+    return Built(pm, inputs, example, output_loss, _AllTasks(pm), batch)
+
+
+class NotApplicable(VpeftError):
+    """The method does not apply to the run's backbone: the run is recorded as skipped."""
+
+
+def _apply_or_skip(model: Any, method: str, **kwargs: Any) -> Any:
+    """`apply`, with a backbone the method does not support (`UnsupportedBackboneError`,
+    `NotImplementedError`) raised as `NotApplicable`; bad options stay errors."""
+    try:
+        return apply(model, method, **kwargs)
+    except (UnsupportedBackboneError, NotImplementedError) as err:
+        raise NotApplicable(f"{method}: {err}") from err
+
+
+def skipped_record(spec: dict[str, Any], err: NotApplicable) -> dict[str, Any]:
+    """The record of a run whose method does not apply: its spec and why, no metrics."""
+    return {"spec": spec, "status": "skipped", "skipped": str(err), "time": {"finished": _now()},
+            "versions": versions(), "host": socket.gethostname(), "argv": sys.argv}  # fmt: skip
 
 
 #: VL headline metric of each part, as in docs/results/vl.md.
@@ -218,9 +336,26 @@ def _dense_metrics(pm: Any, last: dict[str, Any], scored: str) -> dict[str, Any]
     return {"headline": headline, "lower_is_better": lower, "columns": dict(headline)}
 
 
+def _with_new_classes(pm: Any, spec: dict[str, Any], new_task: Any) -> Any:
+    """`pm` scoring CLIP's new classes with `new_task`: the task replaced (the prompts are the
+    task's), or — CoOp / CoCoOp, whose prompts are built at install — the method installed on a
+    fresh backbone for the new names with the trained prompt modules copied over."""
+    task = next(iter(pm.tasks.values()))
+    if spec["method"] not in CLIP_PROMPT_METHODS:
+        pm.tasks[task.name] = new_task
+        return pm
+    fresh = create_backbone(spec["backbone"], spec.get("weights"), spec.get("img_size"))
+    options = {**spec.get("options", {})}
+    options.update(class_prompt_options(fresh, spec["method"], new_task.class_names))
+    new = apply(fresh, spec["method"], tasks=[new_task], **options)
+    new.forward_override.load_state_dict(pm.forward_override.state_dict())
+    return new
+
+
 def _vl_metrics(
-    pm: Any, model: Any, data: DataSpec, last: dict[str, Any], scored: str, config: TrainConfig
-) -> dict[str, Any]:
+    pm: Any, spec: dict[str, Any], model: Any, data: DataSpec, last: dict[str, Any],
+    scored: str, config: TrainConfig,
+) -> dict[str, Any]:  # fmt: skip
     from ..cli.vl_data import evaluation_task, load_vl, new_half, part_of, results
     from ..tasks.vl import base_to_new
     from ..train.device import autocast_dtype, resolve_device
@@ -233,15 +368,41 @@ def _vl_metrics(
     if part == "clip-base" and scored == "test":  # base-to-new: the new classes after training
         task = next(iter(pm.tasks.values()))
         new = load_vl(*new_half(data.kind, data.root), model, ("test",))
-        pm.tasks[task.name] = evaluation_task(new, task)
+        new_pm = _with_new_classes(pm, spec, evaluation_task(new, task))
         device = resolve_device(config.device)
         new_data = new.splits["test"]
-        scores = evaluate_tasks(pm, new_data, config.eval_batch_size, device,
+        scores = evaluate_tasks(new_pm, new_data, config.eval_batch_size, device,
                                 autocast_dtype(config.amp, device))  # fmt: skip
-        summary = base_to_new(score, scores[task.name].values["top1"])
+        (name,) = new_pm.tasks
+        summary = base_to_new(score, scores[name].values["top1"])
         out.update(base_to_new=summary, score=summary["hm"])
         out["columns"] = {"base": summary["base"], "new": summary["new"], "HM": summary["hm"]}
     return out
+
+
+def evaluate_only(pm: Any, inputs: dict[str, Any], config: TrainConfig) -> TrainResult:
+    """The evaluation splits of `inputs` scored on `pm` untrained, as a 0-epoch `TrainResult`
+    (one history entry with the ``val/...`` / ``test/...`` metrics training would log)."""
+    from ..train.device import autocast_dtype, resolve_device
+    from ..train.evaluate import evaluate_tasks
+
+    t0 = time.perf_counter()
+    device = resolve_device(config.device)
+    pm.to(device)
+    entry: dict[str, Any] = {"epoch": 0}
+    for role in ("val", "test"):
+        if role in inputs:
+            scores = evaluate_tasks(pm, inputs[role], config.eval_batch_size, device,
+                                    autocast_dtype(config.amp, device))  # fmt: skip
+            for task, score in scores.items():
+                entry.update({f"{role}/{task}/{k}": v for k, v in score.values.items()})
+    top1 = {role: entry.get(f"{role}/top1") for role in ("val", "test")}
+    return TrainResult(
+        test_top1=top1["test"], test_loss=None, val_top1=top1["val"], val_loss=None,
+        best_val_top1=None, best_val_epoch=None, best_test_top1=None, best_test_epoch=None,
+        trainable=pm.summary().as_dict(), wall_s=time.perf_counter() - t0, epochs=0,
+        history=[entry],
+    )  # fmt: skip
 
 
 def execute(
@@ -278,6 +439,11 @@ def execute(
     else:
         built = _build_classification(spec, model, data)
     pm, inputs = built.pm, built.inputs
+    if not spec.get("evaluate_only") and not any(p.requires_grad for p in pm.parameters()):
+        raise NotApplicable(
+            f"{spec['method']} leaves nothing to train on {spec['backbone']} (e.g. linear on "
+            "CLIP, whose classifier is its text tower); evaluate_only scores it as installed"
+        )
     pm.train()
     # the measuring passes run in train mode and would move BatchNorm statistics (the dense
     # decoders'): put every buffer back so training starts from the state `vpeft train` starts from
@@ -299,15 +465,18 @@ def execute(
         torch.cuda.reset_peak_memory_stats()
     resume = (work_dir / CHECKPOINT_NAME).is_file()
     try:
-        result = train(
-            pm,
-            inputs["train"],
-            inputs.get("val"),
-            inputs.get("test"),
-            config,
-            resume=resume,
-            on_epoch_end=tracker.on_epoch_end if tracker else None,
-        )
+        if spec.get("evaluate_only"):  # nothing trains (zero-shot CLIP): score the model as built
+            result = evaluate_only(pm, inputs, config)
+        else:
+            result = train(
+                pm,
+                inputs["train"],
+                inputs.get("val"),
+                inputs.get("test"),
+                config,
+                resume=resume,
+                on_epoch_end=tracker.on_epoch_end if tracker else None,
+            )
     finally:
         if tracker is not None:
             tracker.close()
@@ -317,7 +486,7 @@ def execute(
     if data.kind in DENSE_KINDS:
         extra = _dense_metrics(pm, last, scored)
     elif data.kind in VL_KINDS:
-        extra = _vl_metrics(pm, model, data, last, scored, config)
+        extra = _vl_metrics(pm, spec, model, data, last, scored, config)
     adapter = work_dir / ADAPTER_NAME
     n_train = _count(inputs["train"])
     return {
@@ -341,11 +510,14 @@ def execute(
         },
         "params": counts,
         "flops": {
-            "train_step_per_image": int(step.train_step),
-            "forward_per_image": int(step.forward),
-            "train_total": int(step.train_step) * n_train * config.epochs,
+            "train_step_per_image": round(int(step.train_step) / built.batch),
+            "forward_per_image": round(int(step.forward) / built.batch),
+            "train_total": round(int(step.train_step) / built.batch) * n_train * config.epochs,
             "train_images": n_train,
-            "note": "PyTorch FLOP counter, 2 FLOPs per multiply-accumulate, batch of one "
+            "batch": built.batch,
+            "forward_batch": int(step.forward),
+            "note": "PyTorch FLOP counter, 2 FLOPs per multiply-accumulate, on a batch of the "
+            "first `batch` training samples (default one), per sample: divided by `batch` "
             "(one sample: an image, an image + text, or an NLVR2 pair)",
         },
         "memory": {
@@ -354,7 +526,9 @@ def execute(
             "cuda_max_allocated": (
                 torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
             ),
-            "note": "one AdamW step on one sample: weights + grads + optimizer + saved activations",
+            "batch": built.batch,
+            "note": "one AdamW step on `batch` samples (default one): weights + grads + optimizer "
+            "+ saved activations",
         },
         "time": {
             "wall_s": time.perf_counter() - t0,

@@ -76,6 +76,13 @@ class SweepConfig:
     lr: list[float] | None = None
     wd: list[float] | None = None
     limit: dict[str, int] | None = None
+    #: random subsets (VL protocols): {"train": N} drawn with each run's seed, {"eval": N} of every
+    #: evaluation split but a retrieval gallery, drawn with seed 0 (the same for every run), and
+    #: {"gallery": N}: a retrieval gallery's first N images and their captions
+    sample: dict[str, int] | None = None
+    #: VL protocols: FLOPs and training memory measured on the first N training samples (default
+    #: one; CLIP's per-sample costs depend on the batch, it encodes every class prompt per batch)
+    measure_batch: int | None = None
 
     def validate(self) -> None:
         protocol = get_protocol(self.protocol)
@@ -88,10 +95,27 @@ class SweepConfig:
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods repeat: {self.methods}")
         check_variants(self.variants)
+        if self.sample is not None:
+            unknown = set(self.sample) - set(SAMPLE_KEYS)
+            if unknown or any(not isinstance(v, int) or v < 1 for v in self.sample.values()):
+                raise ConfigError(
+                    f"sample {self.sample}: give positive sizes for {', '.join(SAMPLE_KEYS)}"
+                )
+            if protocol.kind != "vl":
+                raise ConfigError(f"'sample' applies to vl protocols, not {self.protocol}")
+        if self.measure_batch is not None and (protocol.kind != "vl" or self.measure_batch < 1):
+            raise ConfigError(
+                f"measure_batch {self.measure_batch}: a positive size, for vl protocols only"
+            )
+
+
+#: keys of `SweepConfig.sample`
+SAMPLE_KEYS = ("train", "eval", "gallery")
 
 
 #: keys of a method override (`SweepConfig.method_overrides`, and of a variant besides "method")
-OVERRIDE_KEYS = ("options", "train", "lr", "wd", "shared")
+#: ("evaluate_only": true scores the model as installed, without training, e.g. zero-shot CLIP)
+OVERRIDE_KEYS = ("options", "train", "lr", "wd", "shared", "evaluate_only")
 
 
 def check_variants(variants: dict[str, dict[str, Any]]) -> None:
@@ -124,7 +148,7 @@ def _merged(*overrides: dict[str, Any]) -> dict[str, Any]:
         for key, value in extra.items():
             if key in ("options", "train"):
                 out[key] = {**out.get(key, {}), **value}
-            elif key != "method":
+            elif key != "method":  # lr, wd, shared, evaluate_only
                 out[key] = value
     return out
 
@@ -136,8 +160,8 @@ def resolve_method(cfg: SweepConfig, name: str) -> tuple[str, dict[str, Any]]:
         unknown = set(extra) - set(OVERRIDE_KEYS)
         if unknown:
             raise ConfigError(
-                f"method override keys {sorted(unknown)} for {key}: use options, train, lr, wd "
-                "(and shared for dense protocols)"
+                f"method override keys {sorted(unknown)} for {key}: use options, train, lr, wd, "
+                "evaluate_only (and shared for dense protocols)"
             )
     variant = cfg.variants.get(name)
     if variant is None:
@@ -178,6 +202,13 @@ def base_spec(
         spec["shared"] = bool(extra.get("shared", False)) and not reference
     elif "shared" in extra:
         raise ConfigError(f"'shared' applies to dense protocols, not {cfg.protocol}")
+    # keys only present when set, so the run keys of sweeps without them stay the same
+    if cfg.sample:
+        spec["sample"] = dict(sorted(cfg.sample.items()))
+    if extra.get("evaluate_only"):
+        spec["evaluate_only"] = True
+    if cfg.measure_batch and cfg.measure_batch > 1:
+        spec["measure_batch"] = cfg.measure_batch
     return spec, preset
 
 
@@ -421,7 +452,7 @@ class WorkerReport:
 def run_value(record: dict[str, Any], stage: str) -> float | None:
     """What a run scored: val (selection) or test (final) top-1, else its headline ``score``
     (VL tasks); None for dense runs, which have one headline per task."""
-    metrics = record["metrics"]
+    metrics = record.get("metrics", {})  # none in a skipped run's record
     value = metrics.get("val_top1" if stage == "select" else "test_top1")
     return metrics.get("score") if value is None else value
 
@@ -443,22 +474,26 @@ def run_and_store(
     on_run: Callable[[str, dict[str, Any], str], None] | None = None,
 ) -> dict[str, Any]:
     """Train one run of a plan in its work folder (`runner.execute`) and put its record."""
-    from .runner import execute
+    from .runner import NotApplicable, execute, skipped_record
 
     key = run_key(spec)
     if on_run:
         on_run(key, labels, "start")
-    record = execute(
-        spec,
-        store.work_dir(key),
-        device=device,
-        log=log,
-        run_name=f"{labels['unit']}/{labels['stage']}/{key}",
-    )
-    record.update({"key": key, "labels": labels, "status": "done", "trial": trial})
+    try:
+        record = execute(
+            spec,
+            store.work_dir(key),
+            device=device,
+            log=log,
+            run_name=f"{labels['unit']}/{labels['stage']}/{key}",
+        )
+    except NotApplicable as err:  # kept, so it is not tried again; tables leave it out
+        record = skipped_record(spec, err)
+    status = record.get("status", "done")
+    record.update({"key": key, "labels": labels, "status": status, "trial": trial})
     store.put(record)
     if on_run:
-        on_run(key, labels, "done")
+        on_run(key, labels, status)
     return record
 
 

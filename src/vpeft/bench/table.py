@@ -110,7 +110,12 @@ class MethodRow:
 
 
 def _finals(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("labels", {}).get("stage") == "final"]
+    """Final-stage records that ran (a skipped run's record has no metrics to tabulate)."""
+    return [
+        r
+        for r in records
+        if r.get("labels", {}).get("stage") == "final" and r.get("status") != "skipped"
+    ]
 
 
 def _value(record: dict[str, Any], metric: str) -> float | None:
