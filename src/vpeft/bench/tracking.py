@@ -2,7 +2,8 @@
 
 ``--log tensorboard[:DIR]`` writes one scalar per metric and epoch with TensorBoard's own
 ``SummaryWriter`` (default DIR: ``<run output>/tensorboard``); ``--log mlflow[:URI]`` logs params
-and metrics to MLflow (default URI: ``file:<run output>/mlruns``, no server). Both are extras
+and metrics to MLflow (default URI: ``sqlite:///<run output>/mlflow.db``, a local database,
+no server; MLflow 3 refuses new plain-file stores). Both are extras
 (``pip install 'vpeft[bench]'`` for TensorBoard, ``'vpeft[mlflow]'``), imported only when asked.
 A tracker is fed through `vpeft.train.train`'s ``on_epoch_end`` hook.
 """
@@ -84,7 +85,14 @@ class MLflowTracker:
             ) from err
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)
-        self.run = mlflow.start_run(run_name=run_name)
+        try:
+            self.run = mlflow.start_run(run_name=run_name)
+        except mlflow.exceptions.MlflowException as err:
+            first = str(err).split(". ")[0]
+            raise ConfigError(
+                f"--log mlflow:{uri}: MLflow cannot use this tracking URI ({first}); "
+                "give a local database such as mlflow:sqlite:///runs/mlflow.db"
+            ) from err
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.mlflow.log_params(_flat(params))
@@ -134,4 +142,4 @@ def make_tracker(value: str | None, run_dir: Path, run_name: str) -> Tracker | N
     backend, target = parsed
     if backend == "tensorboard":
         return TensorBoardTracker(Path(target) / run_name if target else run_dir / "tensorboard")
-    return MLflowTracker(target or f"file:{(run_dir / 'mlruns').resolve()}", run_name)
+    return MLflowTracker(target or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}", run_name)
