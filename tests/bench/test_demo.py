@@ -101,7 +101,7 @@ def test_short_demo_through_the_cli_writes_consistent_outputs(tmp_path: Path) ->
     assert (out / "table.md").read_text().startswith("# vpeft demo on vit-tiny-synth")
     by_method = {line[0]: line for line in lines[1:]}
     ppt_col = lines[0].index("PPT")
-    assert by_method["lora"][1] == f"{lora.test_top1:.1f} ± –"
+    assert by_method["lora"][1] == f"{lora.test_top1:.1f}"
     assert by_method["lora"][ppt_col] == f"{ppt(lora.test_top1, lora.trainable_encoder):.2f}"
     assert by_method["linear"][ppt_col] == f"{linear.test_top1:.2f}"  # P = 0: PPT = M
     res = runner.invoke(app, ["bench", "table", "--store", str(out / "store"), "--json"])

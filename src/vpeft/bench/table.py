@@ -67,8 +67,9 @@ class Cell:
     def text(self, digits: int = 1) -> str:
         if not self.values:
             return "-"
-        sd = "–" if self.sd is None else f"{self.sd:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {sd}"
+        if self.sd is None:  # one seed: no spread to show
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}"
 
 
 @dataclass
@@ -227,7 +228,13 @@ def table_rows(rows: Sequence[MethodRow], reference: str | None = None) -> list[
         return [["method"]]
     # columns no method has a value for (a dense task set's top-1) are left out
     tasks = [t for g in rows[0].groups.values() for t in g if any(r.cells[t].values for r in rows)]
-    group_names = [g for g in rows[0].groups if any(r.group_mean(g) is not None for r in rows)]
+    # a group's mean gets a column when it averages several task columns (else it repeats one)
+    group_names = [
+        g
+        for g, members in rows[0].groups.items()
+        if len([t for t in members if t in tasks]) > 1
+        and any(r.group_mean(g) is not None for r in rows)
+    ]
     dm = delta_m_of(rows, reference)
     reference = reference or reference_of(rows)
     extra = list(dict.fromkeys(c for r in rows for c in r.columns))  # first-seen order
