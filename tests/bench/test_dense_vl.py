@@ -187,3 +187,22 @@ def test_vl_selection_picks_the_best_val_score_and_dense_cannot_select(tmp_path:
     assert choose(unit, store)[0] == 1e-3  # the VQA score on val, not a missing top-1
     with pytest.raises(ConfigError, match="no selection split"):
         build_plan(SweepConfig("d", "dense-synthetic", ["bitfit"], ["pascal-mt"], lr=[1e-3, 1e-2]))
+
+
+def test_vl_subsets_and_measure_batch_from_the_command_line(tmp_path: Path) -> None:
+    """`--sample` / `--measure-batch` reach the run: its spec, the number of training samples it
+    trained on and the batch its costs were measured on; a malformed `--sample` is refused."""
+    store = tmp_path / "store"
+    args = ["--name", "s", "--protocol", "vl-synthetic", "--methods", "lora", "--tasks", "vqa",
+            "--sample", "train=24,eval=16", "--measure-batch", "4", "--store", str(store),
+            *TINY]  # fmt: skip
+    assert _bench("run", *args)["complete"]
+    [record] = ResultStore(store).records(sweep="s")
+    assert record["spec"]["sample"] == {"eval": 16, "train": 24}
+    assert record["spec"]["measure_batch"] == 4
+    assert record["flops"]["train_images"] == 24 and record["flops"]["batch"] == 4
+    bad = runner.invoke(app, ["bench", "run", "--name", "b", "--protocol", "vl-synthetic",
+                              "--methods", "lora", "--tasks", "vqa", "--sample", "train",
+                              "--store", str(tmp_path / "b"), "--json"])  # fmt: skip
+    assert bad.exit_code == 2
+    assert "--sample expects KEY=N" in json.loads(bad.stdout)["error"]["message"]

@@ -63,6 +63,22 @@ def _split(text: str | None, kind: type = str) -> list[Any] | None:
         ) from None
 
 
+def _sizes(text: str | None) -> dict[str, int] | None:
+    """``train=1000,eval=500`` -> {"train": 1000, "eval": 500} (`SweepConfig.sample`)."""
+    if text is None:
+        return None
+    out: dict[str, int] = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        key, _, value = item.partition("=")
+        try:  # a missing "=N" leaves "" here
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise ConfigError(
+                f"--sample expects KEY=N pairs (e.g. train=1000,eval=500), got {item!r}"
+            ) from None
+    return out
+
+
 def _method_opts(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
     """``lora.rank=8`` -> {"lora": {"options": {"rank": "8"}}}."""
     out: dict[str, dict[str, Any]] = {}
@@ -171,6 +187,24 @@ def run_command(
             min=1, help="use only the first N val/test images (smoke tests).", show_default=False
         ),
     ] = None,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            "--sample",
+            help="VL protocols: random subsets, e.g. train=1000,eval=500,gallery=20 (train drawn "
+            "with each run's seed, eval with seed 0; gallery cuts ViLT retrieval galleries).",
+            show_default=False,
+        ),
+    ] = None,
+    measure_batch: Annotated[
+        int | None,
+        typer.Option(
+            "--measure-batch",
+            min=1,
+            help="VL protocols: FLOPs and training memory on the first N training samples.",
+            show_default=False,
+        ),
+    ] = None,
     store: StoreOpt = DEFAULT_STORE,
     storage: Annotated[
         str | None,
@@ -215,6 +249,8 @@ def run_command(
         "lr": _split(lr, float),
         "wd": _split(wd, float),
         "limit": limit,
+        "sample": _sizes(sample),
+        "measure_batch": measure_batch,
     }
     if config is not None:
         cfg = load_config(config, **cli)
