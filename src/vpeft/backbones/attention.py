@@ -53,6 +53,14 @@ def prepend_keys(extra: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return torch.cat([extra, keys], dim=2)
 
 
+def masked_scores(scores: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Attention scores under a boolean mask (True = may attend; the others get the dtype's
+    minimum, as transformers' eager attention does) or an additive bias."""
+    if bias is not None and bias.dtype == torch.bool:
+        return scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
+    return scores if bias is None else scores + bias
+
+
 def pad_key_columns(bias: torch.Tensor | None, extra: int) -> torch.Tensor | None:
     """Left-pad the key axis of an additive bias (0) or boolean mask (True) for `extra` keys.
 
@@ -284,11 +292,7 @@ class ViltAttentionOps(SeparateProjectionOps):
         same division, its own dropout module): bit-identical to the plain layer without extra
         keys."""
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.spec.head_dim)
-        if bias is not None and bias.dtype == torch.bool:  # True = may attend
-            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
-        elif bias is not None:
-            scores = scores + bias
-        return self.module.attention.dropout(torch.softmax(scores, dim=-1))
+        return self.module.attention.dropout(torch.softmax(masked_scores(scores, bias), dim=-1))
 
     def attend_extra(
         self,
@@ -366,11 +370,7 @@ class BertAttentionOps(SeparateProjectionOps):
             encoder_attention_mask if cross else attention_mask, k_extra.shape[2]
         )
         k, v = prepend_keys(k_extra, k), prepend_keys(v_extra, v)
-        scores = torch.matmul(q, k.transpose(2, 3)) * self.scale
-        if bias is not None and bias.dtype == torch.bool:  # True = may attend
-            scores = scores.masked_fill(~bias, torch.finfo(scores.dtype).min)
-        elif bias is not None:
-            scores = scores + bias
+        scores = masked_scores(torch.matmul(q, k.transpose(2, 3)) * self.scale, bias)
         probs = F.dropout(F.softmax(scores, dim=-1), self.dropout_p(), self.module.training)
         o = torch.matmul(probs, v)
         return self.module.output(merge_heads(o), x), None
