@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,21 @@ from vpeft.cli.main import app
 from vpeft.zoo import bundled_backbone
 
 runner = CliRunner()
+#: `vpeft train` of a linear probe on the bundled ViT (the logging tests' run)
+LINEAR_DIGITS = ["train", "--backbone", "vit-tiny-synth", "--method", "linear", "--data",
+                 "synthetic:synth-digits"]  # fmt: skip
+#: two quick epochs on the CPU, quietly
+TWO_EPOCHS = ["--epochs", "2", "--warmup-epochs", "0", "--device", "cpu", "--no-progress"]
+
+
+def tensorboard_events(logs: Path) -> Any:
+    """The loaded TensorBoard events of the one run written under `logs`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [run_dir] = list(logs.iterdir())
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return events
 
 
 def _rec(method: str, task: str, group: str, seed: int, top1: float, enc: int, **dense) -> dict:
@@ -260,55 +276,17 @@ def test_reproduce_lists_missing_pieces_then_runs_on_a_miniature(tmp_path: Path)
 
 
 def test_train_logs_to_tensorboard(tmp_path: Path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     out, logs = tmp_path / "run", tmp_path / "tb"
     res = runner.invoke(
         app,
-        [
-            "train",
-            "--backbone",
-            "vit-tiny-synth",
-            "--method",
-            "linear",
-            "--data",
-            "synthetic:synth-digits",
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--warmup-epochs",
-            "0",
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--log",
-            f"tensorboard:{logs}",
-            "--json",
-        ],
+        [*LINEAR_DIGITS, "--out", str(out), *TWO_EPOCHS, "--log", f"tensorboard:{logs}", "--json"],
     )
     assert res.exit_code == 0, res.output
-    [run_dir] = list(logs.iterdir())
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
+    events = tensorboard_events(logs)
     assert {"train_loss", "val_top1", "test_top1"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
     res = runner.invoke(
-        app,
-        [
-            "train",
-            "--backbone",
-            "vit-tiny-synth",
-            "--method",
-            "linear",
-            "--data",
-            "synthetic:synth-digits",
-            "--out",
-            str(tmp_path / "x"),
-            "--log",
-            "wandb",
-            "--json",
-        ],
+        app, [*LINEAR_DIGITS, "--out", str(tmp_path / "x"), "--log", "wandb", "--json"]
     )
     assert res.exit_code == 2 and "tensorboard" in json.loads(res.stdout)["error"]["message"]
 
@@ -354,8 +332,7 @@ def test_log_mlflow_without_mlflow_is_a_clear_error_before_any_work(
     out = tmp_path / "run"
     res = runner.invoke(
         app,
-        ["train", "--backbone", "vit-tiny-synth", "--method", "linear", "--data",
-         "synthetic:synth-digits", "--out", str(out), "--log", "mlflow", "--json"],
+        [*LINEAR_DIGITS, "--out", str(out), "--log", "mlflow", "--json"],
     )  # fmt: skip
     assert res.exit_code == 2
     message = json.loads(res.stdout)["error"]["message"]
@@ -372,8 +349,6 @@ def test_log_mlflow_without_mlflow_is_a_clear_error_before_any_work(
 
 def test_dense_train_logs_to_tensorboard(tmp_path: Path) -> None:
     """`--log` reaches the tracker on the dense multi-task path too (it was silently ignored)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     out, logs = tmp_path / "run", tmp_path / "tb"
     args = ["train", "-b", "swin-tiny-synth", "-m", "lora", "--tasks", "semseg,normals",
             "--data", "dense-synthetic:limit=16", "--epochs", "1", "--warmup-epochs", "0",
@@ -381,10 +356,7 @@ def test_dense_train_logs_to_tensorboard(tmp_path: Path) -> None:
             "--out", str(out), "--log", f"tensorboard:{logs}", "--json"]  # fmt: skip
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    [run_dir] = list(logs.iterdir())
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
+    tags = set(tensorboard_events(logs).Tags()["scalars"])
     assert "train_loss" in tags
     assert any("semseg" in t for t in tags) and any("normals" in t for t in tags), tags
 
@@ -439,10 +411,8 @@ def test_train_logs_to_mlflow(tmp_path: Path) -> None:
     (default: a sqlite database in the run folder), read back with MLflow's own client."""
     mlflow = pytest.importorskip("mlflow")
     out = tmp_path / "run"
-    args = ["train", "-b", "vit-tiny-synth", "-m", "linear", "--data", "synthetic:synth-digits",
-            "--epochs", "2", "--warmup-epochs", "0", "--device", "cpu", "--no-progress",
-            "--out", str(out), "--log", "mlflow", "--json"]  # fmt: skip
-    res = runner.invoke(app, args)
+    res = runner.invoke(app, [*LINEAR_DIGITS, *TWO_EPOCHS, "--out", str(out), "--log", "mlflow",
+                              "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     client = mlflow.tracking.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
@@ -451,7 +421,7 @@ def test_train_logs_to_mlflow(tmp_path: Path) -> None:
     history = client.get_metric_history(run.info.run_id, "test_top1")
     assert [m.step for m in history] == [1, 2]
     assert history[-1].value == pytest.approx(summary["test_top1"])
-    bad = runner.invoke(app, [*args[:-3], "--out", str(tmp_path / "x"), "--log",
+    bad = runner.invoke(app, [*LINEAR_DIGITS, "--out", str(tmp_path / "x"), "--log",
                               "mlflow:nosuchscheme://x", "--json"])  # fmt: skip
     assert bad.exit_code == 2
     message = json.loads(bad.stdout)["error"]["message"]

@@ -44,3 +44,29 @@ def total_loss(pm: vpeft.PeftModel, batch: dict[str, torch.Tensor]) -> torch.Ten
         value, n = task.loss(outputs[name], batch[task.target_field])
         loss = loss + value / n
     return loss
+
+
+def check_training_moves_only_trainables(pm: vpeft.PeftModel, steps: int) -> list[str]:
+    """Train `pm` for `steps` Adam steps on one dense batch: every trainable tensor gets a
+    non-zero gradient and changes, every frozen parameter stays bit-equal (buffers such as the
+    decoders' BatchNorm statistics may move). The trainable names, for further checks."""
+    pm.train()
+    trainable = pm.trainable_parameters()
+    frozen = {n: p.detach().clone() for n, p in pm.named_parameters() if n not in trainable}
+    start = {n: p.detach().clone() for n, p in trainable.items()}
+    got_grad = dict.fromkeys(trainable, False)
+    opt = torch.optim.Adam(trainable.values(), lr=1e-2)
+    batch = dense_batch(batch=2)
+    for step in range(steps):
+        torch.manual_seed(step)
+        opt.zero_grad()
+        total_loss(pm, batch).backward()
+        for n, p in trainable.items():
+            got_grad[n] |= bool(p.grad is not None and p.grad.abs().sum() > 0)
+        opt.step()
+    assert not [n for n, ok in got_grad.items() if not ok], "tensors without gradient"
+    assert not [n for n, p in trainable.items() if torch.equal(p.detach(), start[n])]
+    for n, p in pm.named_parameters():
+        if n in frozen:
+            assert torch.equal(p.detach(), frozen[n]), f"frozen tensor {n} changed"
+    return list(trainable)

@@ -12,7 +12,12 @@ import torch
 from safetensors import safe_open
 
 import vpeft
-from tests.dense.helpers import build_dense, dense_batch, dense_tasks, total_loss
+from tests.dense.helpers import (
+    build_dense,
+    check_training_moves_only_trainables,
+    dense_batch,
+    dense_tasks,
+)
 from tests.helpers import tiny_swin, tiny_vit
 from tests.methods import checks
 from vpeft.methods.multitask.layers import post_norm_adapter_params
@@ -51,25 +56,7 @@ def test_identity_at_init(method: str, options: dict[str, Any], identity: bool) 
 def test_training_moves_every_trainable_and_no_frozen_tensor(
     method: str, options: dict[str, Any], identity: bool
 ) -> None:
-    pm = build_dense(method, **options).train()
-    trainable = pm.trainable_parameters()
-    frozen = {n: p.detach().clone() for n, p in pm.named_parameters() if n not in trainable}
-    start = {n: p.detach().clone() for n, p in trainable.items()}
-    got_grad = dict.fromkeys(trainable, False)
-    opt = torch.optim.Adam(trainable.values(), lr=1e-2)
-    batch = dense_batch(batch=2)
-    for step in range(4):
-        torch.manual_seed(step)
-        opt.zero_grad()
-        total_loss(pm, batch).backward()
-        for n, p in trainable.items():
-            got_grad[n] |= bool(p.grad is not None and p.grad.abs().sum() > 0)
-        opt.step()
-    assert not [n for n, ok in got_grad.items() if not ok], "tensors without gradient"
-    assert not [n for n, p in trainable.items() if torch.equal(p.detach(), start[n])]
-    for n, p in pm.named_parameters():
-        if n in frozen:
-            assert torch.equal(p.detach(), frozen[n]), f"frozen tensor {n} changed"
+    check_training_moves_only_trainables(build_dense(method, **options), steps=4)
 
 
 @pytest.mark.parametrize(("method", "options", "identity"), CASES, ids=IDS)
