@@ -49,7 +49,7 @@ from ..train.batches import run_model
 from ..train.checkpoint import CHECKPOINT_NAME
 from ..train.loop import ADAPTER_NAME, TrainResult
 from ..train.rng import seed_everything
-from .tracking import make_tracker
+from .tracking import epoch_callback
 
 #: TrainConfig fields a spec may not set (they say where and how loudly, not what is trained).
 _RUNTIME_FIELDS = ("out_dir", "progress", "device", "save_adapter", "num_workers")
@@ -458,13 +458,10 @@ def execute(
     del buffers
     counts = pm.summary().as_dict()
 
-    tracker = make_tracker(log, work_dir, run_name)
-    if tracker is not None:
-        tracker.log_params({"spec": spec})
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     resume = (work_dir / CHECKPOINT_NAME).is_file()
-    try:
+    with epoch_callback(log, work_dir, run_name, {"spec": spec}) as on_epoch_end:
         if spec.get("evaluate_only"):  # nothing trains (zero-shot CLIP): score the model as built
             result = evaluate_only(pm, inputs, config)
         else:
@@ -475,11 +472,8 @@ def execute(
                 inputs.get("test"),
                 config,
                 resume=resume,
-                on_epoch_end=tracker.on_epoch_end if tracker else None,
+                on_epoch_end=on_epoch_end,
             )
-    finally:
-        if tracker is not None:
-            tracker.close()
     last = result.history[-1] if result.history else {}
     scored = "test" if "test" in inputs else "val"
     extra: dict[str, Any] = {}

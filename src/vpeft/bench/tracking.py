@@ -11,6 +11,8 @@ A tracker is fed through `vpeft.train.train`'s ``on_epoch_end`` hook.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -143,3 +145,20 @@ def make_tracker(value: str | None, run_dir: Path, run_name: str) -> Tracker | N
     if backend == "tensorboard":
         return TensorBoardTracker(Path(target) / run_name if target else run_dir / "tensorboard")
     return MLflowTracker(target or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}", run_name)
+
+
+@contextmanager
+def epoch_callback(
+    value: str | None, run_dir: Path, run_name: str, params: dict[str, Any]
+) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    """The per-epoch callback of the tracker `value` asks for (None without one), `params`
+    logged first; the tracker is closed when the run ends or fails."""
+    tracker = make_tracker(value, run_dir, run_name)
+    if tracker is None:
+        yield None
+        return
+    tracker.log_params(params)
+    try:
+        yield tracker.on_epoch_end
+    finally:
+        tracker.close()

@@ -257,18 +257,12 @@ def epoch_logger(
 ) -> Iterator[Callable[..., None] | None]:
     """The `--log` tracker's per-epoch callback (rank 0 only; None without `--log`), closed
     when the run ends or fails."""
-    from ..bench.tracking import make_tracker
+    from ..bench.tracking import epoch_callback
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    tracker = make_tracker(log, out, f"{method}-{out.name}") if rank0 else None
-    if tracker is None:
-        yield None
-        return
-    tracker.log_params({"method": method, "options": options, "train": config.to_dict()})
-    try:
-        yield tracker.on_epoch_end
-    finally:
-        tracker.close()
+    params = {"method": method, "options": options, "train": config.to_dict()}
+    with epoch_callback(log if rank0 else None, out, f"{method}-{out.name}", params) as callback:
+        yield callback
 
 
 def _run(
