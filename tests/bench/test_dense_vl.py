@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.bench.test_table_plot_reproduce import tensorboard_events
 from vpeft.bench.protocols import preset_for
 from vpeft.bench.store import ResultStore
 from vpeft.bench.sweep import SweepConfig, build_plan
@@ -191,12 +192,15 @@ def test_vl_selection_picks_the_best_val_score_and_dense_cannot_select(tmp_path:
 
 def test_vl_subsets_and_measure_batch_from_the_command_line(tmp_path: Path) -> None:
     """`--sample` / `--measure-batch` reach the run: its spec, the number of training samples it
-    trained on and the batch its costs were measured on; a malformed `--sample` is refused."""
+    trained on and the batch its costs were measured on; `--log` logs it; a malformed `--sample`
+    is refused."""
     store = tmp_path / "store"
     args = ["--name", "s", "--protocol", "vl-synthetic", "--methods", "lora", "--tasks", "vqa",
             "--sample", "train=24,eval=16", "--measure-batch", "4", "--store", str(store),
-            *TINY]  # fmt: skip
+            "--log", f"tensorboard:{tmp_path / 'tb'}", *TINY]  # fmt: skip
     assert _bench("run", *args)["complete"]
+    # the bench runner's tracker logged the run's epochs
+    assert "train_loss" in tensorboard_events(tmp_path / "tb").Tags()["scalars"]
     [record] = ResultStore(store).records(sweep="s")
     assert record["spec"]["sample"] == {"eval": 16, "train": 24}
     assert record["spec"]["measure_batch"] == 4

@@ -30,10 +30,11 @@ TWO_EPOCHS = ["--epochs", "2", "--warmup-epochs", "0", "--device", "cpu", "--no-
 
 
 def tensorboard_events(logs: Path) -> Any:
-    """The loaded TensorBoard events of the one run written under `logs`."""
+    """The loaded TensorBoard events of the one run written under `logs` (bench names runs
+    method/task/stage/key, so its event file sits a few folders down)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    [run_dir] = list(logs.iterdir())
+    [run_dir] = {p.parent for p in logs.rglob("events.out.tfevents.*")}
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return events
