@@ -155,18 +155,25 @@ def test_alpha_is_a_constant_for_the_gradient() -> None:
     assert not torch.allclose(grad, grad_through_max)
 
 
+def float64_apt(key_transform: str, learn_scale: bool) -> ApproximatedPrompts:
+    """A seeded float64 APT module (16 wide, 6 prompts, rank 3) with s ≠ 0 and prompts large
+    enough for both ReLU branches, for the custom-function comparisons."""
+    torch.manual_seed(0)
+    apt = ApproximatedPrompts(16, 6, rank=3, key_transform=key_transform, learn_scale=learn_scale)
+    apt = apt.double()
+    with torch.no_grad():
+        for q in apt.parameters():
+            q.normal_(0, 0.5)
+        apt.log_scale.fill_(0.3)
+    return apt
+
+
 @pytest.mark.parametrize("key_transform", ["lowrank", "identity", "dense"])
 @pytest.mark.parametrize("learn_scale", [True, False])
 def test_lean_function_equals_plain_autograd(key_transform: str, learn_scale: bool) -> None:
     """`ApproximatedPromptsFunction` (the forward) against `reference` (plain autograd, alpha
     detached) in float64: the same output bit for bit, the same gradients of X, SA, s, P, W."""
-    torch.manual_seed(0)
-    apt = ApproximatedPrompts(16, 6, rank=3, key_transform=key_transform, learn_scale=learn_scale)
-    apt = apt.double()
-    with torch.no_grad():  # s ≠ 0; prompts large enough for both ReLU branches
-        for q in apt.parameters():
-            q.normal_(0, 0.5)
-        apt.log_scale.fill_(0.3)
+    apt = float64_apt(key_transform, learn_scale)
     x = torch.randn(2, 9, 16, dtype=torch.float64, requires_grad=True)
     sa = torch.randn(2, 9, 16, dtype=torch.float64, requires_grad=True)
     scores = x @ apt.keys().T
@@ -229,13 +236,7 @@ def test_factored_function_equals_plain_autograd(
     when it trains — the projection's W_o, b_o; and without a bias."""
     from vpeft.backbones.attention import merge_heads
 
-    torch.manual_seed(0)
-    apt = ApproximatedPrompts(16, 6, rank=3, key_transform=key_transform, learn_scale=learn_scale)
-    apt = apt.double()
-    with torch.no_grad():  # s ≠ 0; prompts large enough for both ReLU branches
-        for q in apt.parameters():
-            q.normal_(0, 0.5)
-        apt.log_scale.fill_(0.3)
+    apt = float64_apt(key_transform, learn_scale)
     for bias in (True, False):
         x, logits, values, proj = factored_inputs(bias=bias)
         proj.requires_grad_(proj_trains)
